@@ -1,0 +1,586 @@
+"""The subset format and its one loader, shared by the demo world and real NSD.
+
+A *subset* is a directory holding everything a chapter needs about a set of
+stimuli and the responses of some subjects to them::
+
+    <subset>/
+      manifest.json   format name and version, source, space, ROI, subjects,
+                      and the size and SHA-256 of every file below
+      stimuli.h5      images      uint8 (n_images, height, width, 3)
+                      stimulus_id int64 (n_images,)   NSD 73k id (0-based); demo: 0..n-1
+                      coco_id     int64 (n_images,)   COCO id; -1 in the demo world
+                      shared      bool  (n_images,)   seen by every subject (NSD shared1000)
+                      captions    str   (n_images, 5)
+                      attributes/ optional per-image metadata arrays (n_images, ...)
+      subjXX.h5       one per subject:
+                      image_index       int64   (n_subject_images,) rows of stimuli.h5
+                      split             str     (n_subject_images,) "train" or "test"
+                      betas             float32 (n_subject_images, n_voxels) repeats averaged
+                      n_trials          int64   (n_subject_images,) trials averaged
+                      trial_betas       float32 (n_trials, n_voxels) z-scored per session
+                      trial_image_index int64   (n_trials,) rows of stimuli.h5
+                      trial_session     int64   (n_trials,)
+                      ncsnr             float32 (n_voxels,)
+                      voxels/roi        str     (n_voxels,) ROI label ("V1", "FFA-1", ...)
+                      voxels/network    str     (n_voxels,) functional network label
+                      voxels/vertex     int64   (n_voxels,) surface vertex (-1 for volumes)
+                      voxels/hemi       str     (n_voxels,) "lh" / "rh" ("" for volumes)
+                      voxels/ijk        int64   (n_voxels, 3) volume indices (-1 for surfaces)
+                      attrs: space, subject, affine (volumes)
+
+``write_subset`` writes one; ``load_subset`` reads one, or builds the demo
+world on first use with ``load_subset("demo")``. The NSD tools of
+:mod:`scaleinv_utils.nsd` write real subsets in exactly this format, so a
+chapter switches from demo to real data by changing the name it loads.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import data_dir
+from .reliability import noise_ceiling
+
+__all__ = [
+    "FORMAT_NAME", "FORMAT_VERSION", "SPACES", "Subset", "SubjectData", "StimulusSet",
+    "VoxelInfo", "load_subset", "write_subset", "verify_subset", "SubsetError",
+]
+
+FORMAT_NAME = "scaleinv-subset"
+FORMAT_VERSION = 1
+#: Spaces a subset can live in. fsaverage5 is the demo world's; NSD offers the other two.
+SPACES = ("fsaverage5", "fsaverage", "func1pt8mm")
+N_CAPTIONS = 5
+
+
+class SubsetError(ValueError):
+    """A subset is missing, incomplete, corrupt or of another format version."""
+
+
+@dataclass
+class StimulusSet:
+    """The stimuli of a subset.
+
+    Attributes
+    ----------
+    images : ndarray of shape (n_images, height, width, 3), uint8
+    stimulus_id : ndarray of shape (n_images,)
+    coco_id : ndarray of shape (n_images,)
+    shared : ndarray of shape (n_images,), bool
+    captions : list of list of str, n_images x 5
+    attributes : dict of str to ndarray
+        Optional per-image metadata (the demo world's object categories, counts, ...).
+    """
+
+    images: np.ndarray
+    stimulus_id: np.ndarray
+    coco_id: np.ndarray
+    shared: np.ndarray
+    captions: list
+    attributes: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.stimulus_id)
+
+
+@dataclass
+class VoxelInfo:
+    """Where each voxel is and what it belongs to.
+
+    Attributes
+    ----------
+    roi : ndarray of shape (n_voxels,), str
+    network : ndarray of shape (n_voxels,), str
+    vertex : ndarray of shape (n_voxels,), int
+        fsaverage(5) vertex index within its hemisphere; -1 for volume voxels.
+    hemi : ndarray of shape (n_voxels,), str
+    ijk : ndarray of shape (n_voxels, 3), int
+        Volume indices; -1 for surface voxels.
+    """
+
+    roi: np.ndarray
+    network: np.ndarray
+    vertex: np.ndarray
+    hemi: np.ndarray
+    ijk: np.ndarray
+
+    def __len__(self):
+        return len(self.roi)
+
+
+class SubjectData:
+    """One subject's responses in a subset.
+
+    Repeat-averaged betas are loaded at once; single-trial betas are read from
+    disk when first used (they can be large for real NSD subsets).
+
+    Attributes
+    ----------
+    subject : str
+    space : str
+    image_index : ndarray of shape (n_subject_images,)
+        Rows of the subset's stimuli seen by this subject.
+    split : ndarray of shape (n_subject_images,), str
+    betas : ndarray of shape (n_subject_images, n_voxels), float32
+    n_trials : ndarray of shape (n_subject_images,)
+    ncsnr : ndarray of shape (n_voxels,)
+    voxels : VoxelInfo
+    affine : ndarray of shape (4, 4) or None
+    """
+
+    def __init__(self, path, subject, space, image_index, split, betas, n_trials,
+                 ncsnr, voxels, affine=None):
+        self.path = Path(path)
+        self.subject = subject
+        self.space = space
+        self.image_index = image_index
+        self.split = split
+        self.betas = betas
+        self.n_trials = n_trials
+        self.ncsnr = ncsnr
+        self.voxels = voxels
+        self.affine = affine
+        self._trials = None
+
+    def __repr__(self):
+        return (f"SubjectData({self.subject!r}, space={self.space!r}, "
+                f"betas={self.betas.shape}, n_train={int(self.train.sum())}, "
+                f"n_test={int(self.test.sum())})")
+
+    @property
+    def n_voxels(self):
+        return self.betas.shape[1]
+
+    @property
+    def train(self):
+        """Boolean mask of shape (n_subject_images,): the subject's own training images."""
+        return self.split == "train"
+
+    @property
+    def test(self):
+        """Boolean mask of shape (n_subject_images,): the shared test images."""
+        return self.split == "test"
+
+    def _load_trials(self):
+        if self._trials is None:
+            import h5py
+            with h5py.File(self.path, "r") as f:
+                self._trials = (f["trial_betas"][()], f["trial_image_index"][()],
+                                f["trial_session"][()])
+        return self._trials
+
+    @property
+    def trial_betas(self):
+        """ndarray of shape (n_trials, n_voxels): single trials, z-scored per session."""
+        return self._load_trials()[0]
+
+    @property
+    def trial_image_index(self):
+        """ndarray of shape (n_trials,): stimulus row of each trial."""
+        return self._load_trials()[1]
+
+    @property
+    def trial_session(self):
+        """ndarray of shape (n_trials,): session of each trial."""
+        return self._load_trials()[2]
+
+    def noise_ceiling(self, split="test"):
+        """Noise ceiling (percent) of the repeat-averaged betas of a split.
+
+        Parameters
+        ----------
+        split : {"test", "train", "all"}
+
+        Returns
+        -------
+        nc : ndarray of shape (n_voxels,)
+        """
+        mask = {"test": self.test, "train": self.train,
+                "all": np.ones_like(self.test)}[split]
+        return noise_ceiling(self.ncsnr, self.n_trials[mask])
+
+
+class Subset:
+    """A loaded subset: stimuli, subjects and the manifest that describes them.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    manifest : dict
+    stimuli : StimulusSet
+    subjects : list of str
+    """
+
+    def __init__(self, path, manifest, stimuli):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.stimuli = stimuli
+        self.subjects = list(manifest["subjects"])
+        self._subject_cache = {}
+
+    def __repr__(self):
+        return (f"Subset({self.name!r}, source={self.source!r}, space={self.space!r}, "
+                f"n_images={len(self.stimuli)}, subjects={self.subjects})")
+
+    @property
+    def name(self):
+        return self.manifest.get("name", self.path.name)
+
+    @property
+    def source(self):
+        """"demo" for the synthetic world, "nsd" for real data."""
+        return self.manifest["source"]
+
+    @property
+    def space(self):
+        return self.manifest["space"]
+
+    @property
+    def is_demo(self):
+        return self.source == "demo"
+
+    def subject(self, subject=None):
+        """Load one subject's data (the first subject by default).
+
+        Parameters
+        ----------
+        subject : str, int or None
+            "subj01", 1, or None for the first.
+
+        Returns
+        -------
+        data : SubjectData
+
+        Raises
+        ------
+        KeyError
+            If the subset has no such subject.
+        """
+        if subject is None:
+            subject = self.subjects[0]
+        if isinstance(subject, (int, np.integer)):
+            subject = f"subj{int(subject):02d}"
+        if subject not in self.subjects:
+            raise KeyError(f"Subset {self.name!r} has no subject {subject!r}; "
+                           f"it has {self.subjects}.")
+        if subject not in self._subject_cache:
+            self._subject_cache[subject] = _read_subject(self.path / f"{subject}.h5", subject)
+        return self._subject_cache[subject]
+
+    def describe(self):
+        """A few lines saying what this subset holds and where it came from."""
+        m = self.manifest
+        lines = [f"subset {self.name!r} ({'SYNTHETIC demo world' if self.is_demo else 'real NSD data'})",
+                 f"  images: {len(self.stimuli)} ({int(self.stimuli.shared.sum())} shared test images), "
+                 f"{self.stimuli.images.shape[1]}x{self.stimuli.images.shape[2]} px",
+                 f"  space: {self.space}, roi: {m.get('roi')}, subjects: {', '.join(self.subjects)}"]
+        if m.get("description"):
+            lines.append("  " + m["description"])
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# writing
+
+def _sha256(path, chunk=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def _str_array(values):
+    import h5py
+    return np.asarray(values, dtype=object), h5py.string_dtype("utf-8")
+
+
+def write_subset(path, *, stimuli, subjects, source, space, roi, name=None,
+                 description="", extra=None, overwrite=False):
+    """Write a subset directory atomically (a half-written subset never looks whole).
+
+    Parameters
+    ----------
+    path : str or Path
+        Directory to create.
+    stimuli : StimulusSet
+    subjects : dict of str to dict
+        Per subject, a dict with keys image_index, split, betas, n_trials,
+        trial_betas, trial_image_index, trial_session, ncsnr, voxels (VoxelInfo)
+        and optionally affine.
+    source : {"demo", "nsd"}
+    space : str
+        One of SPACES.
+    roi : str
+    name : str or None
+    description : str
+    extra : dict or None
+        Additional manifest entries (generator parameters, NSD files used, ...).
+    overwrite : bool
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        If shapes are inconsistent, space or source is unknown, or the target
+        exists and overwrite is False.
+    """
+    import h5py
+
+    path = Path(path)
+    if source not in ("demo", "nsd"):
+        raise ValueError(f"source must be 'demo' or 'nsd', got {source!r}.")
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}.")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} exists; pass overwrite=True to replace it.")
+    n_images = len(stimuli.stimulus_id)
+    if stimuli.images.shape[0] != n_images or stimuli.images.ndim != 4 or stimuli.images.shape[-1] != 3:
+        raise ValueError(f"images must have shape (n_images={n_images}, height, width, 3), "
+                         f"got {stimuli.images.shape}.")
+    if len(stimuli.captions) != n_images or any(len(c) != N_CAPTIONS for c in stimuli.captions):
+        raise ValueError(f"captions must be n_images={n_images} lists of {N_CAPTIONS} strings.")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        with h5py.File(tmp / "stimuli.h5", "w") as f:
+            f.create_dataset("images", data=stimuli.images.astype(np.uint8),
+                             chunks=(1,) + stimuli.images.shape[1:])
+            f["stimulus_id"] = np.asarray(stimuli.stimulus_id, dtype=np.int64)
+            f["coco_id"] = np.asarray(stimuli.coco_id, dtype=np.int64)
+            f["shared"] = np.asarray(stimuli.shared, dtype=bool)
+            caps, dt = _str_array(stimuli.captions)
+            f.create_dataset("captions", data=caps, dtype=dt)
+            grp = f.create_group("attributes")
+            for key, value in (stimuli.attributes or {}).items():
+                value = np.asarray(value)
+                if value.dtype.kind in "UO":
+                    value, dt = _str_array(value)
+                    grp.create_dataset(key, data=value, dtype=dt)
+                else:
+                    grp[key] = value
+        for subject, d in subjects.items():
+            _write_subject(tmp / f"{subject}.h5", subject, space, d, n_images)
+        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+                 for p in sorted(tmp.glob("*.h5"))}
+        manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "name": name or path.name,
+                    "source": source, "space": space, "roi": roi,
+                    "subjects": sorted(subjects), "n_images": n_images,
+                    "description": description, "files": files, **(extra or {})}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=_json_default))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot store {type(obj).__name__} in a manifest")
+
+
+def _write_subject(path, subject, space, d, n_images):
+    import h5py
+
+    betas = np.asarray(d["betas"], dtype=np.float32)
+    n_sub, n_vox = betas.shape
+    vox = d["voxels"]
+    checks = {"image_index": (n_sub,), "split": (n_sub,), "n_trials": (n_sub,),
+              "ncsnr": (n_vox,)}
+    for key, shape in checks.items():
+        if np.shape(d[key]) != shape:
+            raise ValueError(f"{subject}: {key} must have shape {shape}, got {np.shape(d[key])}.")
+    if len(vox) != n_vox:
+        raise ValueError(f"{subject}: voxels describe {len(vox)} voxels, betas have {n_vox}.")
+    trial_betas = np.asarray(d["trial_betas"], dtype=np.float32)
+    if trial_betas.shape[1] != n_vox:
+        raise ValueError(f"{subject}: trial_betas have {trial_betas.shape[1]} voxels, betas {n_vox}.")
+    idx = np.asarray(d["image_index"])
+    if idx.min() < 0 or idx.max() >= n_images:
+        raise ValueError(f"{subject}: image_index must lie in [0, {n_images}).")
+    with h5py.File(path, "w") as f:
+        f.attrs["subject"] = subject
+        f.attrs["space"] = space
+        if d.get("affine") is not None:
+            f.attrs["affine"] = np.asarray(d["affine"], dtype=float)
+        f["image_index"] = idx.astype(np.int64)
+        split, dt = _str_array(d["split"])
+        f.create_dataset("split", data=split, dtype=dt)
+        f["betas"] = betas
+        f["n_trials"] = np.asarray(d["n_trials"], dtype=np.int64)
+        f.create_dataset("trial_betas", data=trial_betas,
+                         chunks=(min(len(trial_betas), 256), n_vox))
+        f["trial_image_index"] = np.asarray(d["trial_image_index"], dtype=np.int64)
+        f["trial_session"] = np.asarray(d["trial_session"], dtype=np.int64)
+        f["ncsnr"] = np.asarray(d["ncsnr"], dtype=np.float32)
+        g = f.create_group("voxels")
+        for key in ("roi", "network", "hemi"):
+            arr, dt = _str_array(getattr(vox, key))
+            g.create_dataset(key, data=arr, dtype=dt)
+        g["vertex"] = np.asarray(vox.vertex, dtype=np.int64)
+        g["ijk"] = np.asarray(vox.ijk, dtype=np.int64).reshape(n_vox, 3)
+
+
+# ---------------------------------------------------------------------------
+# reading
+
+def _decode(arr):
+    return np.array([a.decode() if isinstance(a, bytes) else str(a) for a in np.ravel(arr)],
+                    dtype=object).reshape(np.shape(arr))
+
+
+def _read_manifest(path):
+    mpath = path / "manifest.json"
+    if not path.is_dir():
+        raise SubsetError(f"No subset at {path}: the directory does not exist. Build one with "
+                          "`scaleinv-data prepare` or load the demo world with load_subset('demo').")
+    if not mpath.is_file():
+        raise SubsetError(f"{path} has no manifest.json: it is not a complete subset "
+                          "(an interrupted build leaves no manifest; rebuild it).")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as exc:
+        raise SubsetError(f"{mpath} is not valid JSON ({exc}); the subset is corrupt.") from exc
+    if manifest.get("format") != FORMAT_NAME:
+        raise SubsetError(f"{path} is not a {FORMAT_NAME} (format={manifest.get('format')!r}).")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise SubsetError(f"{path} uses subset format version {manifest.get('version')}, "
+                          f"this package reads version {FORMAT_VERSION}; rebuild the subset.")
+    return manifest
+
+
+def verify_subset(path, checksum=True):
+    """Check that every file of a subset is present, of the right size and checksum.
+
+    Parameters
+    ----------
+    path : str or Path
+    checksum : bool
+        Also compare SHA-256 (slower for large subsets).
+
+    Returns
+    -------
+    manifest : dict
+
+    Raises
+    ------
+    SubsetError
+        Naming the first file that is missing, truncated or altered.
+    """
+    path = Path(path)
+    manifest = _read_manifest(path)
+    for fname, info in manifest["files"].items():
+        fpath = path / fname
+        if not fpath.is_file():
+            raise SubsetError(f"{fpath} is missing from the subset.")
+        size = fpath.stat().st_size
+        if size != info["size"]:
+            raise SubsetError(f"{fpath} has {size} bytes, the manifest says {info['size']}: "
+                              "the file is truncated or altered; rebuild the subset.")
+        if checksum and _sha256(fpath) != info["sha256"]:
+            raise SubsetError(f"{fpath} does not match its SHA-256 in the manifest: corrupt file.")
+    return manifest
+
+
+def _read_stimuli(path):
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {}
+            for key, ds in f.get("attributes", {}).items():
+                val = ds[()]
+                attrs[key] = _decode(val) if ds.dtype.kind in "OS" else val
+            return StimulusSet(
+                images=f["images"][()], stimulus_id=f["stimulus_id"][()],
+                coco_id=f["coco_id"][()], shared=f["shared"][()].astype(bool),
+                captions=[list(row) for row in _decode(f["captions"][()])],
+                attributes=attrs)
+    except (OSError, KeyError) as exc:
+        raise SubsetError(f"Cannot read {path}: {exc}. The file is corrupt or incomplete.") from exc
+
+
+def _read_subject(path, subject):
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            g = f["voxels"]
+            voxels = VoxelInfo(roi=_decode(g["roi"][()]), network=_decode(g["network"][()]),
+                               vertex=g["vertex"][()], hemi=_decode(g["hemi"][()]),
+                               ijk=g["ijk"][()])
+            return SubjectData(
+                path, subject, str(f.attrs["space"]), image_index=f["image_index"][()],
+                split=_decode(f["split"][()]), betas=f["betas"][()], n_trials=f["n_trials"][()],
+                ncsnr=f["ncsnr"][()], voxels=voxels,
+                affine=f.attrs["affine"] if "affine" in f.attrs else None)
+    except (OSError, KeyError) as exc:
+        raise SubsetError(f"Cannot read {path}: {exc}. The file is corrupt or incomplete.") from exc
+
+
+def load_subset(name_or_path="demo", *, verify=False, **demo_kwargs):
+    """Load a subset: the demo world by name, or any subset directory by path.
+
+    This is the one line a chapter changes to switch data::
+
+        subset = load_subset("demo")                       # synthetic, offline
+        subset = load_subset("~/.cache/scaleinv/subsets/nsd-subj01-nsdgeneral")  # real NSD
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        ``"demo"`` builds (first time, a few seconds) and caches the demo world
+        under ``data_dir("subsets")``; any other value is a subset directory or
+        the name of one inside ``data_dir("subsets")``.
+    verify : bool
+        Check SHA-256 checksums of every file (sizes are always checked).
+    **demo_kwargs
+        Parameters of :func:`scaleinv_utils.demo.make_demo_world` (seed, sizes).
+
+    Returns
+    -------
+    subset : Subset
+
+    Raises
+    ------
+    SubsetError
+        If the subset does not exist, is incomplete, corrupt, or of another
+        format version.
+    """
+    if str(name_or_path) == "demo":
+        from .demo import demo_subset_path
+        path = demo_subset_path(**demo_kwargs)
+    else:
+        if demo_kwargs:
+            raise TypeError(f"Generator parameters {sorted(demo_kwargs)} apply only to 'demo'.")
+        path = Path(os.path.expanduser(str(name_or_path)))
+        if not path.exists() and not path.is_absolute() and len(path.parts) == 1:
+            candidate = data_dir("subsets", create=False) / path
+            if candidate.exists():
+                path = candidate
+            else:
+                available = sorted(p.name for p in data_dir("subsets").glob("*")
+                                   if (p / "manifest.json").exists())
+                raise SubsetError(f"Unknown subset {str(name_or_path)!r}: no such directory. "
+                                  f"Available: {['demo'] + available}.")
+    manifest = verify_subset(path, checksum=verify)
+    stimuli = _read_stimuli(path / "stimuli.h5")
+    return Subset(path, manifest, stimuli)

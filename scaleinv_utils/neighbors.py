@@ -1,0 +1,184 @@
+"""One neighbour query for every scale.
+
+Every multi-scale quantity of the book (intrinsic dimension at scale k, kNN
+overlap at scale k, ...) needs the k nearest neighbours of each point for many
+k. Computing the ``k_max`` nearest neighbours once and slicing is exact for
+every k <= k_max, and it is the only expensive step: one matrix product.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import check_array, check_scale
+
+__all__ = ["NeighborGraph", "nearest_neighbors", "scale_grid", "count_duplicates"]
+
+
+@dataclass(frozen=True)
+class NeighborGraph:
+    """The k_max nearest neighbours of every point, sorted by distance.
+
+    Attributes
+    ----------
+    indices : ndarray of shape (n_samples, k_max)
+        Index of the j-th nearest neighbour of point i (the point itself excluded).
+    distances : ndarray of shape (n_samples, k_max)
+        Euclidean distances, ascending along axis 1, computed in float64.
+    """
+
+    indices: np.ndarray
+    distances: np.ndarray
+
+    @property
+    def n_samples(self):
+        return self.indices.shape[0]
+
+    @property
+    def k_max(self):
+        return self.indices.shape[1]
+
+    def at(self, k):
+        """Neighbours at scale k.
+
+        Parameters
+        ----------
+        k : int
+            Number of neighbours, 1 <= k <= k_max.
+
+        Returns
+        -------
+        indices : ndarray of shape (n_samples, k)
+        distances : ndarray of shape (n_samples, k)
+        """
+        if not 1 <= k <= self.k_max:
+            raise ValueError(f"k={k} must be between 1 and k_max={self.k_max} of this graph.")
+        return self.indices[:, :k], self.distances[:, :k]
+
+
+def nearest_neighbors(X, k_max, *, device=None, block_size=2048):
+    """Exact k_max nearest neighbours of every row of X (Euclidean).
+
+    The candidates come from one blocked matrix product in float32 (on the GPU
+    through torch when ``device="cuda"``); their distances are then recomputed
+    exactly in float64 and re-sorted, so rounding in the fast step cannot change
+    the distances returned.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Points.
+    k_max : int
+        Largest scale needed; must be smaller than n_samples.
+    device : {None, "cpu", "cuda"}
+        None uses NumPy on the CPU; "cuda" uses torch on the GPU.
+    block_size : int
+        Rows per block of the distance computation (bounds memory).
+
+    Returns
+    -------
+    graph : NeighborGraph
+
+    Raises
+    ------
+    ValueError
+        If X is not 2-D, contains NaNs, or k_max >= n_samples.
+    """
+    X = check_array(X, "X", min_samples=2)
+    n_samples = X.shape[0]
+    k_max = check_scale(k_max, n_samples, "k_max")
+    # A few spare candidates absorb float32 rounding near ties at the k_max boundary.
+    n_cand = min(n_samples - 1, k_max + 8)
+    Xc = X - X.mean(axis=0)  # centring changes no distance and reduces cancellation
+    if device not in (None, "cpu"):
+        cand = _candidates_torch(Xc, n_cand, device, block_size)
+    else:
+        cand = _candidates_numpy(Xc, n_cand, block_size)
+    diff = Xc[cand] - Xc[:, None, :]  # (n_samples, n_cand, n_features)
+    exact = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+    order = np.argsort(exact, axis=1, kind="stable")[:, :k_max]
+    rows = np.arange(n_samples)[:, None]
+    return NeighborGraph(indices=cand[rows, order].astype(np.int64),
+                         distances=exact[rows, order])
+
+
+def _candidates_numpy(X, n_cand, block_size):
+    X32 = X.astype(np.float32)
+    sq = np.einsum("ij,ij->i", X32, X32)
+    n_samples = X.shape[0]
+    out = np.empty((n_samples, n_cand), dtype=np.int64)
+    for start in range(0, n_samples, block_size):
+        stop = min(start + block_size, n_samples)
+        d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (X32[start:stop] @ X32.T)
+        d2[np.arange(stop - start), np.arange(start, stop)] = np.inf  # exclude self
+        part = np.argpartition(d2, n_cand - 1, axis=1)[:, :n_cand]
+        out[start:stop] = part
+    return out
+
+
+def _candidates_torch(X, n_cand, device, block_size):
+    import torch
+
+    Xt = torch.as_tensor(X, dtype=torch.float32, device=device)
+    sq = (Xt * Xt).sum(1)
+    n_samples = X.shape[0]
+    out = torch.empty((n_samples, n_cand), dtype=torch.int64, device=device)
+    for start in range(0, n_samples, block_size):
+        stop = min(start + block_size, n_samples)
+        d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (Xt[start:stop] @ Xt.T)
+        idx = torch.arange(stop - start, device=device)
+        d2[idx, idx + start] = float("inf")
+        out[start:stop] = torch.topk(d2, n_cand, dim=1, largest=False).indices
+    return out.cpu().numpy()
+
+
+def scale_grid(n_samples, n_scales=20, k_min=5, k_max=None):
+    """Neighbourhood sizes on a log grid, the book's default axis of "scale".
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of points.
+    n_scales : int
+        Number of scales requested (fewer are returned if rounding merges some).
+    k_min : int
+        Smallest neighbourhood.
+    k_max : int or None
+        Largest neighbourhood; defaults to n_samples // 4.
+
+    Returns
+    -------
+    ks : ndarray of shape (n_scales,)
+        Unique increasing integers.
+
+    Raises
+    ------
+    ValueError
+        If the grid would be empty or k_max >= n_samples.
+    """
+    if k_max is None:
+        k_max = max(k_min, n_samples // 4)
+    check_scale(k_max, n_samples, "k_max")
+    if k_min < 1 or k_min > k_max:
+        raise ValueError(f"k_min={k_min} must be between 1 and k_max={k_max}.")
+    ks = np.unique(np.round(np.geomspace(k_min, k_max, n_scales)).astype(int))
+    return ks
+
+
+def count_duplicates(X):
+    """Number of rows of X that repeat an earlier row exactly.
+
+    Duplicate points have zero neighbour distances, which break estimators
+    built on distance ratios (TwoNN, Gride, MLE).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+
+    Returns
+    -------
+    n_duplicates : int
+    """
+    X = check_array(X, "X", allow_nan=True)
+    return int(X.shape[0] - np.unique(X, axis=0).shape[0])
