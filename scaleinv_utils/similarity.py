@@ -1,0 +1,1012 @@
+"""Structural similarity of representations, as profiles over scale.
+
+Two representations of the same stimuli (a model layer and a brain region,
+two models, two subjects) can agree about which stimuli are close
+(neighbourhoods), about all pairwise distances (RDMs) or about kernels built
+on those distances (CKA). Each comparison has a natural *scale*:
+
+* kNN overlap and mutual-kNN alignment (Huh et al. 2024): the neighbourhood
+  size k;
+* RBF-CKA (Kornblith et al. 2019): the kernel bandwidth, here tied to k
+  through the typical distance to the k-th neighbour;
+* RSA (Kriegeskorte et al. 2008) and linear CKA: global, one number each.
+
+Every kNN measure over a whole grid of k comes from **one** neighbour query
+per representation (:func:`scaleinv_utils.neighbors.nearest_neighbors` with
+``k_max = max(ks)``), sliced per scale. The same machinery describes one
+representation across scales (:func:`cross_scale_similarity`).
+
+Raw scores have chance levels that depend on n_samples, k and dimension;
+:func:`permutation_test` gives the null of shuffled stimulus labels and a
+calibrated score, :func:`bootstrap_ci` an interval, :func:`compare_profiles`
+says how alike two profiles are (a model's and the brain's).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._validation import (check_array, check_consistent_samples, check_random_state,
+                          check_scale)
+from .neighbors import NeighborGraph, nearest_neighbors, scale_grid
+
+__all__ = [
+    "rdm", "upper_triangle", "compare_rdms", "rsa",
+    "hsic", "linear_cka", "rbf_cka", "median_distance",
+    "knn_overlap", "mutual_knn_alignment", "knn_chance", "permute_graph",
+    "similarity_profile", "SimilarityProfile",
+    "coarse_grain", "cross_scale_similarity", "CrossScaleSimilarity",
+    "permutation_test", "PermutationResult", "bootstrap_ci", "BootstrapResult",
+    "compare_profiles",
+]
+
+_RDM_METRICS = ("correlation", "euclidean", "sqeuclidean", "cosine")
+
+
+# ---------------------------------------------------------------------------
+# RDMs and RSA
+
+def rdm(X, metric="correlation"):
+    """Representational dissimilarity matrix, computed by one matrix product.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        One row per stimulus.
+    metric : {"correlation", "euclidean", "sqeuclidean", "cosine"}
+        "correlation": 1 - Pearson correlation between two stimuli's patterns
+        (rsatoolbox's "correlation"). "euclidean": Euclidean distance.
+        "sqeuclidean": squared Euclidean distance (rsatoolbox's "euclidean"
+        divides this by n_features). "cosine": 1 - cosine similarity.
+
+    Returns
+    -------
+    D : ndarray of shape (n_samples, n_samples)
+        Symmetric, zero diagonal, float64.
+
+    Raises
+    ------
+    ValueError
+        If X is not 2-D, contains NaNs, the metric is unknown, or (for the
+        correlation and cosine metrics) a row is constant or zero.
+    """
+    if metric not in _RDM_METRICS:
+        raise ValueError(f"metric must be one of {_RDM_METRICS}, got {metric!r}.")
+    X = check_array(X, "X", min_samples=2)
+    if metric in ("correlation", "cosine"):
+        Z = X - X.mean(axis=1, keepdims=True) if metric == "correlation" else X.copy()
+        norms = np.sqrt(np.einsum("ij,ij->i", Z, Z))
+        bad = np.flatnonzero(norms == 0)
+        if bad.size:
+            raise ValueError(f"X has {bad.size} constant rows (e.g. row {bad[0]}); the "
+                             f"{metric} distance is undefined for them.")
+        Z /= norms[:, None]
+        D = Z @ Z.T
+        np.subtract(1.0, D, out=D)
+        np.clip(D, 0.0, 2.0, out=D)
+    else:
+        Z = X - X.mean(axis=0)  # centring changes no distance and reduces cancellation
+        sq = np.einsum("ij,ij->i", Z, Z)
+        D = Z @ Z.T
+        D *= -2.0
+        D += sq[:, None]
+        D += sq[None, :]
+        np.maximum(D, 0.0, out=D)
+        if metric == "euclidean":
+            np.sqrt(D, out=D)
+    np.fill_diagonal(D, 0.0)
+    return D
+
+
+def upper_triangle(D):
+    """Entries above the diagonal of a square matrix, row by row.
+
+    Parameters
+    ----------
+    D : array-like of shape (n_samples, n_samples)
+
+    Returns
+    -------
+    values : ndarray of shape (n_samples * (n_samples - 1) // 2,)
+
+    Raises
+    ------
+    ValueError
+        If D is not square.
+    """
+    D = np.asarray(D)
+    if D.ndim != 2 or D.shape[0] != D.shape[1]:
+        raise ValueError(f"D must be a square matrix, got shape {D.shape}.")
+    return D[np.triu_indices(D.shape[0], k=1)]
+
+
+def _as_rdm_vector(D, name):
+    D = check_array(D, name, ndim=(1, 2))
+    if D.ndim == 2:
+        return upper_triangle(D)
+    return D
+
+
+def _rank(v):
+    from scipy.stats import rankdata
+    return rankdata(v).astype(np.float64)
+
+
+def _pearson(a, b):
+    a = a - a.mean()
+    b = b - b.mean()
+    denom = np.sqrt(np.dot(a, a) * np.dot(b, b))
+    if denom == 0:
+        raise ValueError("a compared vector is constant; its correlation is undefined.")
+    return float(np.dot(a, b) / denom)
+
+
+def compare_rdms(D1, D2, method="spearman"):
+    """Compare two RDMs on their upper triangles.
+
+    Parameters
+    ----------
+    D1, D2 : array-like of shape (n_samples, n_samples) or (n_pairs,)
+        Square RDMs, or their upper triangles from :func:`upper_triangle`.
+    method : {"spearman", "pearson"}
+        Spearman correlation (ranks, the RSA default: only the order of the
+        dissimilarities counts) or Pearson correlation.
+
+    Returns
+    -------
+    r : float
+
+    Raises
+    ------
+    ValueError
+        If the RDMs describe different numbers of stimuli, or a method is unknown.
+    """
+    if method not in ("spearman", "pearson"):
+        raise ValueError(f"method must be 'spearman' or 'pearson', got {method!r}.")
+    v1, v2 = _as_rdm_vector(D1, "D1"), _as_rdm_vector(D2, "D2")
+    if v1.shape != v2.shape:
+        raise ValueError(f"D1 and D2 must describe the same stimuli: {v1.size} vs "
+                         f"{v2.size} pairs.")
+    if method == "spearman":
+        v1, v2 = _rank(v1), _rank(v2)
+    return _pearson(v1, v2)
+
+
+def rsa(X, Y, metric="correlation", method="spearman"):
+    """Representational similarity analysis of two representations.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+        The same stimuli in the same order.
+    metric : str
+        RDM metric, see :func:`rdm`.
+    method : {"spearman", "pearson"}
+        How the two RDMs are compared.
+
+    Returns
+    -------
+    r : float
+
+    Raises
+    ------
+    ValueError
+        If the stimulus counts differ or an input contains NaNs.
+    """
+    X, Y = _check_pair(X, Y, min_samples=3)
+    return compare_rdms(rdm(X, metric), rdm(Y, metric), method=method)
+
+
+def _check_pair(X, Y, min_samples=2):
+    X = check_array(X, "X", min_samples=min_samples)
+    Y = check_array(Y, "Y", min_samples=min_samples)
+    check_consistent_samples(X=X, Y=Y)
+    return X, Y
+
+
+# ---------------------------------------------------------------------------
+# HSIC and CKA
+
+def hsic(K, L, unbiased=True):
+    """Hilbert-Schmidt independence criterion from two Gram matrices.
+
+    The biased estimator (Gretton et al. 2005) is
+
+    .. math:: \\mathrm{HSIC}_0 = \\frac{\\operatorname{tr}(K H L H)}{(n-1)^2},
+
+    with :math:`H` the centring matrix; its expectation is positive even for
+    independent data, by O(1/n). The unbiased estimator (Song et al. 2012) uses
+    :math:`\\tilde K, \\tilde L`, the Gram matrices with their diagonals set to 0:
+
+    .. math:: \\mathrm{HSIC}_1 = \\frac{1}{n(n-3)}\\Big[\\operatorname{tr}(\\tilde K\\tilde L)
+              + \\frac{\\mathbf 1^\\top\\tilde K\\mathbf 1\\,\\mathbf 1^\\top\\tilde L\\mathbf 1}
+              {(n-1)(n-2)} - \\frac{2}{n-2}\\mathbf 1^\\top\\tilde K\\tilde L\\mathbf 1\\Big].
+
+    Parameters
+    ----------
+    K, L : array-like of shape (n_samples, n_samples)
+        Symmetric Gram matrices of the same stimuli.
+    unbiased : bool
+        Use the unbiased estimator (needs n_samples >= 4).
+
+    Returns
+    -------
+    value : float
+
+    Raises
+    ------
+    ValueError
+        If the matrices are not square of the same size, or too small.
+    """
+    K = check_array(K, "K", min_samples=2)
+    L = check_array(L, "L", min_samples=2)
+    n = K.shape[0]
+    if K.shape != (n, n) or L.shape != (n, n):
+        raise ValueError(f"K and L must be square Gram matrices of the same stimuli, got "
+                         f"shapes {K.shape} and {L.shape}.")
+    if not unbiased:
+        Kc = K - K.mean(axis=0) - K.mean(axis=1)[:, None] + K.mean()
+        return float(np.sum(Kc * L) / (n - 1) ** 2)
+    if n < 4:
+        raise ValueError(f"the unbiased HSIC needs n_samples >= 4, got n_samples={n}.")
+    Kt, Lt = K.copy(), L.copy()
+    np.fill_diagonal(Kt, 0.0)
+    np.fill_diagonal(Lt, 0.0)
+    k1, l1 = Kt.sum(axis=1), Lt.sum(axis=1)
+    value = (np.sum(Kt * Lt) + k1.sum() * l1.sum() / ((n - 1) * (n - 2))
+             - 2.0 / (n - 2) * np.dot(k1, l1))
+    return float(value / (n * (n - 3)))
+
+
+def _linear_hsic_features(X, Y, unbiased):
+    """HSIC of linear kernels from the features alone: O(n p q), no n x n matrix."""
+    n = X.shape[0]
+    if not unbiased:
+        Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
+        return float(np.sum((Xc.T @ Yc) ** 2) / (n - 1) ** 2)
+    # Same terms as hsic(), written with K = X X^T and L = Y Y^T never formed.
+    kd, ld = np.einsum("ij,ij->i", X, X), np.einsum("ij,ij->i", Y, Y)
+    tr = np.sum((X.T @ Y) ** 2) - np.dot(kd, ld)
+    k1 = X @ X.sum(axis=0) - kd
+    l1 = Y @ Y.sum(axis=0) - ld
+    value = tr + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * np.dot(k1, l1)
+    return float(value / (n * (n - 3)))
+
+
+def linear_cka(X, Y, unbiased=False):
+    """Linear centred kernel alignment, computed in feature space.
+
+    .. math:: \\mathrm{CKA}(X, Y) = \\frac{\\lVert Y_c^\\top X_c\\rVert_F^2}
+              {\\lVert X_c^\\top X_c\\rVert_F\\,\\lVert Y_c^\\top Y_c\\rVert_F}
+
+    with column-centred :math:`X_c, Y_c` (Kornblith et al. 2019). It equals the
+    kernel form HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with K = X X^T, but
+    needs only feature-by-feature products: O(n_samples p q) time and no
+    n_samples x n_samples matrix, so it scales to large n_samples. CKA is
+    invariant to orthogonal transforms and isotropic scaling of either
+    representation, not to arbitrary invertible linear maps.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+    unbiased : bool
+        Use the unbiased HSIC estimator (Song et al. 2012) in numerator and
+        denominator ("debiased CKA"); removes the upward bias of CKA for
+        n_samples not much larger than the dimension.
+
+    Returns
+    -------
+    cka : float
+        In [0, 1] for the biased estimator.
+
+    Raises
+    ------
+    ValueError
+        If the stimulus counts differ, an input contains NaNs, or a
+        representation is constant.
+    """
+    X, Y = _check_pair(X, Y, min_samples=4 if unbiased else 2)
+    xy = _linear_hsic_features(X, Y, unbiased)
+    xx = _linear_hsic_features(X, X, unbiased)
+    yy = _linear_hsic_features(Y, Y, unbiased)
+    if xx <= 0 or yy <= 0:
+        raise ValueError("a representation has no variance across stimuli (or a non-positive "
+                         "unbiased self-HSIC); CKA is undefined.")
+    return xy / np.sqrt(xx * yy)
+
+
+def median_distance(X):
+    """Median Euclidean distance between distinct stimuli.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+
+    Returns
+    -------
+    median : float
+    """
+    return float(np.median(upper_triangle(rdm(X, "euclidean"))))
+
+
+def _cka_from_grams(K, L, unbiased):
+    xy, xx, yy = hsic(K, L, unbiased), hsic(K, K, unbiased), hsic(L, L, unbiased)
+    if xx <= 0 or yy <= 0:
+        return np.nan
+    return xy / np.sqrt(xx * yy)
+
+
+def _rbf_cka_sq(D2x, D2y, sigmas_x, sigmas_y, unbiased):
+    out = np.empty(len(sigmas_x))
+    for i, (sx, sy) in enumerate(zip(sigmas_x, sigmas_y)):
+        K = np.exp(-D2x / (2.0 * sx ** 2))
+        L = np.exp(-D2y / (2.0 * sy ** 2))
+        out[i] = _cka_from_grams(K, L, unbiased)
+    return out
+
+
+def rbf_cka(X, Y, bandwidth=1.0, unbiased=False):
+    """CKA with Gaussian (RBF) kernels whose bandwidth is a scale.
+
+    k(x, x') = exp(-||x - x'||^2 / (2 sigma^2)) with sigma = bandwidth times the
+    median distance of that representation (Kornblith et al. 2019). A small
+    bandwidth compares only near neighbours (local structure); a large one
+    approaches linear CKA (global structure).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+    bandwidth : float or array-like of shape (n_scales,)
+        Multiples of the median distance.
+    unbiased : bool
+        Use the unbiased HSIC estimator.
+
+    Returns
+    -------
+    cka : float or ndarray of shape (n_scales,)
+
+    Raises
+    ------
+    ValueError
+        If the stimulus counts differ, inputs contain NaNs, or a bandwidth is
+        not positive.
+
+    Notes
+    -----
+    Builds two n_samples x n_samples matrices: use it for n_samples up to a
+    few thousand (or on a random subset of stimuli).
+    """
+    X, Y = _check_pair(X, Y, min_samples=4)
+    bw = np.atleast_1d(np.asarray(bandwidth, dtype=float))
+    if np.any(~np.isfinite(bw)) or np.any(bw <= 0):
+        raise ValueError(f"bandwidth must be positive, got {bandwidth!r}.")
+    D2x, D2y = rdm(X, "sqeuclidean"), rdm(Y, "sqeuclidean")
+    mx = np.median(np.sqrt(upper_triangle(D2x)))
+    my = np.median(np.sqrt(upper_triangle(D2y)))
+    out = _rbf_cka_sq(D2x, D2y, bw * mx, bw * my, unbiased)
+    return float(out[0]) if np.ndim(bandwidth) == 0 else out
+
+
+# ---------------------------------------------------------------------------
+# neighbourhoods
+
+def _as_graph(X, k_max, name):
+    """A NeighborGraph for X (queried once) or X itself if it already is one."""
+    if isinstance(X, NeighborGraph):
+        if X.k_max < k_max:
+            raise ValueError(f"{name} is a NeighborGraph with k_max={X.k_max}, but scales up "
+                             f"to k={k_max} were asked for; query it with k_max >= {k_max}.")
+        return X
+    X = check_array(X, name, min_samples=2)
+    check_scale(k_max, X.shape[0], "max(ks)")
+    return nearest_neighbors(X, k_max)
+
+
+def _n_samples(X):
+    return X.n_samples if isinstance(X, NeighborGraph) else np.shape(X)[0]
+
+
+def _check_ks(ks, n_samples):
+    scalar = np.ndim(ks) == 0
+    ks_arr = np.atleast_1d(np.asarray(ks))
+    if ks_arr.size == 0:
+        raise ValueError("ks must hold at least one scale.")
+    if not np.issubdtype(ks_arr.dtype, np.integer):
+        raise TypeError(f"ks must be integers, got dtype {ks_arr.dtype}.")
+    for k in ks_arr:
+        check_scale(int(k), n_samples, "k")
+    return ks_arr.astype(np.int64), scalar
+
+
+def _shared_counts(ind_x, ind_y, ks, block_size=512):
+    """counts[i, s] = |N_ks[s]^X(i) ∩ N_ks[s]^Y(i)| for every point and scale.
+
+    A neighbour j shared by both lists at positions a (in X) and b (in Y) is in
+    both top-k sets exactly when max(a, b) < k. One pass over the k_max columns
+    therefore gives the overlap at every k at once.
+    """
+    n, k_max = ind_x.shape[0], int(ks.max())
+    ind_x, ind_y = ind_x[:, :k_max], ind_y[:, :k_max]
+    pos = np.arange(k_max, dtype=np.int32)
+    out = np.empty((n, ks.size), dtype=np.int64)
+    for start in range(0, n, block_size):
+        stop = min(start + block_size, n)
+        b = stop - start
+        rows = np.arange(b)[:, None]
+        rank_y = np.full((b, n), k_max, dtype=np.int32)  # k_max = "not in Y's list"
+        rank_y[rows, ind_y[start:stop]] = pos
+        first_shared = np.maximum(rank_y[rows, ind_x[start:stop]], pos)
+        hist = np.bincount((first_shared + rows * (k_max + 1)).ravel(),
+                           minlength=b * (k_max + 1)).reshape(b, k_max + 1)
+        # count of pairs with first_shared < k is the cumulative sum up to k - 1
+        out[start:stop] = np.cumsum(hist, axis=1)[:, ks - 1]
+    return out
+
+
+def knn_overlap(X, Y, ks, kind="fraction", per_sample=False):
+    """Overlap of each stimulus's k nearest neighbours in two representations.
+
+    For stimulus i with neighbour sets A = N_k^X(i) and B = N_k^Y(i):
+    "fraction" is |A ∩ B| / k (Huh et al. 2024's mutual-kNN; chance
+    k / (n_samples - 1)), "jaccard" is |A ∩ B| / |A ∪ B|. All scales come
+    from one neighbour query per representation with k_max = max(ks).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x) or NeighborGraph
+    Y : array-like of shape (n_samples, n_features_y) or NeighborGraph
+        The same stimuli in the same order; a precomputed
+        :class:`~scaleinv_utils.neighbors.NeighborGraph` (k_max >= max(ks))
+        skips the query.
+    ks : int or array-like of int of shape (n_scales,)
+        Neighbourhood sizes, each 1 <= k < n_samples.
+    kind : {"fraction", "jaccard"}
+    per_sample : bool
+        Return every stimulus's overlap instead of the mean.
+
+    Returns
+    -------
+    overlap : float, ndarray of shape (n_scales,), or with per_sample
+        ndarray of shape (n_samples,) / (n_samples, n_scales)
+
+    Raises
+    ------
+    ValueError
+        If the stimulus counts differ, inputs contain NaNs, or k >= n_samples.
+    """
+    if kind not in ("fraction", "jaccard"):
+        raise ValueError(f"kind must be 'fraction' or 'jaccard', got {kind!r}.")
+    n = check_consistent_samples(X=np.empty((_n_samples(X), 0)), Y=np.empty((_n_samples(Y), 0)))
+    ks_arr, scalar = _check_ks(ks, n)
+    gx, gy = _as_graph(X, int(ks_arr.max()), "X"), _as_graph(Y, int(ks_arr.max()), "Y")
+    counts = _shared_counts(gx.indices, gy.indices, ks_arr).astype(np.float64)
+    values = counts / ks_arr if kind == "fraction" else counts / (2 * ks_arr - counts)
+    if not per_sample:
+        values = values.mean(axis=0)
+        return float(values[0]) if scalar else values
+    return values[:, 0] if scalar else values
+
+
+def mutual_knn_alignment(X, Y, k=10):
+    """Mutual-kNN alignment of Huh et al. (2024) at one scale k.
+
+    The mean over stimuli of the fraction of the k nearest neighbours that the
+    two representations share; :func:`knn_overlap` with kind="fraction" gives
+    it at many k from one query.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x) or NeighborGraph
+    Y : array-like of shape (n_samples, n_features_y) or NeighborGraph
+    k : int
+
+    Returns
+    -------
+    alignment : float
+        1 for identical neighbourhoods, about k / (n_samples - 1) for unrelated ones.
+    """
+    return knn_overlap(X, Y, int(k) if isinstance(k, (np.integer, int)) else k)
+
+
+def knn_chance(k, n_samples, kind="fraction"):
+    """Expected kNN overlap of two unrelated representations.
+
+    If the neighbour sets are independent uniform draws of k out of the
+    n_samples - 1 other stimuli, |A ∩ B| is hypergeometric with mean
+    k^2 / (n_samples - 1), so the expected fraction is k / (n_samples - 1).
+    The Jaccard expectation is summed over the same distribution.
+
+    Parameters
+    ----------
+    k : int or array-like of int of shape (n_scales,)
+    n_samples : int
+    kind : {"fraction", "jaccard"}
+
+    Returns
+    -------
+    chance : float or ndarray of shape (n_scales,)
+    """
+    from scipy.stats import hypergeom
+    ks_arr, scalar = _check_ks(k, n_samples)
+    out = np.empty(ks_arr.size)
+    for i, kk in enumerate(ks_arr):
+        if kind == "fraction":
+            out[i] = kk / (n_samples - 1)
+        elif kind == "jaccard":
+            c = np.arange(kk + 1)
+            p = hypergeom.pmf(c, n_samples - 1, kk, kk)
+            out[i] = np.sum(p * c / (2 * kk - c))
+        else:
+            raise ValueError(f"kind must be 'fraction' or 'jaccard', got {kind!r}.")
+    return float(out[0]) if scalar else out
+
+
+def permute_graph(graph, perm):
+    """The neighbour graph of ``Y[perm]`` from the graph of Y, without a new query.
+
+    Parameters
+    ----------
+    graph : NeighborGraph
+    perm : array-like of shape (n_samples,)
+        A permutation of range(n_samples).
+
+    Returns
+    -------
+    graph : NeighborGraph
+    """
+    perm = np.asarray(perm)
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(perm.size)
+    return NeighborGraph(indices=inv[graph.indices[perm]], distances=graph.distances[perm])
+
+
+# ---------------------------------------------------------------------------
+# profiles over scale
+
+@dataclass
+class SimilarityProfile:
+    """Similarity of two representations at each scale of a grid.
+
+    Attributes
+    ----------
+    ks : ndarray of shape (n_scales,)
+        Neighbourhood sizes.
+    values : dict of str to ndarray of shape (n_scales,)
+        One profile per measure.
+    chance : dict of str to ndarray of shape (n_scales,)
+        Analytic chance level where one exists (kNN measures).
+    """
+
+    ks: np.ndarray
+    values: dict
+    chance: dict = field(default_factory=dict)
+
+    def __getitem__(self, measure):
+        return self.values[measure]
+
+
+_PROFILE_MEASURES = ("mutual_knn", "jaccard", "rbf_cka")
+
+
+def similarity_profile(X, Y, ks=None, measures=("mutual_knn", "jaccard", "rbf_cka"),
+                       max_kernel_samples=2000, random_state=None):
+    """Similarity of two representations over a shared grid of scales.
+
+    kNN measures use one neighbour query per representation. RBF-CKA at scale
+    k uses, for each representation, the bandwidth sigma_k = median distance
+    from a stimulus to its k-th nearest neighbour, so "scale k" means the same
+    neighbourhood size for every measure.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features_x)
+    Y : array-like of shape (n_samples, n_features_y)
+    ks : array-like of int of shape (n_scales,) or None
+        Defaults to ``scale_grid(n_samples)`` (log grid from 5 to n_samples // 4).
+    measures : sequence of {"mutual_knn", "jaccard", "rbf_cka"}
+    max_kernel_samples : int
+        RBF-CKA needs n x n kernels; above this many stimuli it is computed on
+        a random subset of this size (the bandwidths still come from all).
+    random_state : int or None
+        Chooses that subset.
+
+    Returns
+    -------
+    profile : SimilarityProfile
+
+    Raises
+    ------
+    ValueError
+        If the stimulus counts differ, inputs contain NaNs, k >= n_samples or
+        a measure is unknown.
+    """
+    unknown = [m for m in measures if m not in _PROFILE_MEASURES]
+    if unknown:
+        raise ValueError(f"measures must be among {_PROFILE_MEASURES}, got {unknown}.")
+    X, Y = _check_pair(X, Y, min_samples=4)
+    n = X.shape[0]
+    ks_arr = scale_grid(n) if ks is None else _check_ks(ks, n)[0]
+    k_max = int(ks_arr.max())
+    gx, gy = nearest_neighbors(X, k_max), nearest_neighbors(Y, k_max)
+    values, chance = {}, {}
+    if "mutual_knn" in measures or "jaccard" in measures:
+        counts = _shared_counts(gx.indices, gy.indices, ks_arr).astype(np.float64)
+        if "mutual_knn" in measures:
+            values["mutual_knn"] = (counts / ks_arr).mean(axis=0)
+            chance["mutual_knn"] = knn_chance(ks_arr, n, "fraction")
+        if "jaccard" in measures:
+            values["jaccard"] = (counts / (2 * ks_arr - counts)).mean(axis=0)
+            chance["jaccard"] = knn_chance(ks_arr, n, "jaccard")
+    if "rbf_cka" in measures:
+        sx = np.median(gx.distances[:, ks_arr - 1], axis=0)
+        sy = np.median(gy.distances[:, ks_arr - 1], axis=0)
+        rows = np.arange(n)
+        if n > max_kernel_samples:
+            rows = np.sort(check_random_state(random_state).choice(n, max_kernel_samples,
+                                                                   replace=False))
+        values["rbf_cka"] = _rbf_cka_sq(rdm(X[rows], "sqeuclidean"), rdm(Y[rows], "sqeuclidean"),
+                                        sx, sy, unbiased=False)
+    return SimilarityProfile(ks=ks_arr, values=values, chance=chance)
+
+
+def compare_profiles(profile_a, profile_b, method="pearson"):
+    """How alike two scale profiles are (e.g. a model's and the brain's).
+
+    Parameters
+    ----------
+    profile_a, profile_b : array-like of shape (n_scales,)
+        Values over the same scale grid.
+    method : {"pearson", "spearman", "rmse", "cosine"}
+        "pearson" and "spearman" compare the shape of the profiles only
+        (their levels and units do not count); "rmse" counts level and shape;
+        "cosine" compares the raw vectors.
+
+    Returns
+    -------
+    similarity : float
+        A correlation or cosine (higher = more alike) or an RMSE (lower =
+        more alike).
+
+    Raises
+    ------
+    ValueError
+        If the profiles differ in length, contain NaNs, have fewer than 3
+        scales (correlations), or the method is unknown.
+    """
+    a = check_array(profile_a, "profile_a", ndim=1)
+    b = check_array(profile_b, "profile_b", ndim=1)
+    if a.shape != b.shape:
+        raise ValueError(f"profiles must share one scale grid: profile_a has {a.size} scales, "
+                         f"profile_b has {b.size}.")
+    if method == "rmse":
+        return float(np.sqrt(np.mean((a - b) ** 2)))
+    if method == "cosine":
+        return float(np.dot(a, b) / np.sqrt(np.dot(a, a) * np.dot(b, b)))
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"method must be 'pearson', 'spearman', 'rmse' or 'cosine', got {method!r}.")
+    if a.size < 3:
+        raise ValueError(f"a correlation of profiles needs at least 3 scales, got {a.size}.")
+    if method == "spearman":
+        a, b = _rank(a), _rank(b)
+    return _pearson(a, b)
+
+
+# ---------------------------------------------------------------------------
+# one representation across scales
+
+def coarse_grain(X, ks, samples=None, graph=None):
+    """Average each stimulus with its k nearest neighbours, at several k.
+
+    x_i^(k) = (x_i + sum_{j in N_k(i)} x_j) / (k + 1): a block-averaging step
+    that keeps the structure coarser than scale k and blurs what is finer.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    ks : array-like of int of shape (n_scales,)
+    samples : array-like of int of shape (n_selected,) or None
+        Stimuli to coarse-grain (their neighbours come from all stimuli);
+        None means all.
+    graph : NeighborGraph or None
+        Precomputed neighbours of X with k_max >= max(ks).
+
+    Returns
+    -------
+    Xk : ndarray of shape (n_scales, n_selected, n_features)
+
+    Raises
+    ------
+    ValueError
+        If X contains NaNs or k >= n_samples.
+    """
+    X = check_array(X, "X", min_samples=2)
+    ks_arr, _ = _check_ks(ks, X.shape[0])
+    order = np.argsort(ks_arr, kind="stable")
+    g = _as_graph(X if graph is None else graph, int(ks_arr.max()), "graph")
+    rows = np.arange(X.shape[0]) if samples is None else np.asarray(samples)
+    ind = g.indices[rows]
+    out = np.empty((ks_arr.size, rows.size, X.shape[1]))
+    total = X[rows].copy()
+    done = 0
+    # running sums: each scale adds only the neighbours beyond the previous one
+    for s in order:
+        k = int(ks_arr[s])
+        if k > done:
+            total += X[ind[:, done:k]].sum(axis=1)
+            done = k
+        out[s] = total / (k + 1)
+    return out
+
+
+@dataclass
+class CrossScaleSimilarity:
+    """How similar one representation's structure is to itself across scales.
+
+    Attributes
+    ----------
+    ks : ndarray of shape (n_scales,)
+        Coarse-graining scales; 0 stands for the raw representation.
+    neighborhood_similarity : ndarray of shape (n_scales, n_scales)
+        Mean fraction of shared probe_k nearest neighbours (among the anchor
+        stimuli) between the representation coarse-grained at k_a and at k_b.
+    rdm_similarity : ndarray of shape (n_scales, n_scales)
+        Spearman correlation between the RDMs (over the anchors) of the
+        representation coarse-grained at k_a and at k_b.
+    score : float
+        The cross-scale similarity score: mean off-diagonal entry of
+        neighborhood_similarity.
+    rdm_score : float
+        Mean off-diagonal entry of rdm_similarity (the global companion).
+    chance : float
+        Expected neighbourhood overlap of unrelated structures,
+        probe_k / (n_anchors - 1).
+    samples : ndarray of shape (n_anchors,)
+        The anchor stimuli used.
+    """
+
+    ks: np.ndarray
+    neighborhood_similarity: np.ndarray
+    rdm_similarity: np.ndarray
+    score: float
+    rdm_score: float
+    chance: float
+    samples: np.ndarray
+
+
+def cross_scale_similarity(X, ks=None, n_anchors=1000, metric="euclidean", probe_k=10,
+                           include_raw=True, random_state=None):
+    """Similarity of a representation's structure with itself across scales.
+
+    Comparing raw neighbourhoods of one representation at two scales is
+    trivial (the k nearest neighbours are always among the k' > k nearest),
+    so the representation is first *coarse-grained* at each scale k
+    (:func:`coarse_grain`: every stimulus averaged with its k nearest
+    neighbours, a renormalisation-like step that keeps what is coarser than k
+    and blurs what is finer). Then, for every pair of scales (k_a, k_b), on a
+    random set of anchor stimuli:
+
+    * neighborhood_similarity[a, b]: the mean fraction of shared probe_k
+      nearest neighbours (neighbours among the anchors) of the two
+      coarse-grained versions;
+    * rdm_similarity[a, b]: the Spearman correlation of their RDMs.
+
+    **Cross-scale similarity score** = the mean of the off-diagonal entries
+    of neighborhood_similarity, over all pairs of distinct scales of the grid
+    (raw representation included). It is 1 when every stimulus keeps the same
+    near neighbours however coarsely the representation is viewed: the
+    fine-scale arrangement is what the coarse scales are made of (a smooth
+    low-dimensional manifold, a self-similar hierarchy). It approaches the
+    chance level probe_k / (n_anchors - 1) when coarse-graining reshuffles
+    the neighbourhoods: fine structure unrelated to coarse structure (high-
+    dimensional noise, clusters with unstructured interiors).
+    The RDM version is reported as ``rdm_score`` but not used as the
+    headline: a whole-RDM correlation is dominated by the largest distances
+    (the global layout), which coarse-graining barely moves, so it is near 1
+    for almost any representation with clusters. Both depend on the grid,
+    probe_k and n_anchors: compare scores only when these are shared.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    ks : array-like of int of shape (n_scales,) or None
+        Defaults to ``scale_grid(n_samples, n_scales=10)``.
+    n_anchors : int
+        Anchor stimuli on which structures are compared (all if n_samples is
+        smaller). Neighbours are searched among the anchors only.
+    metric : str
+        RDM metric of rdm_similarity, see :func:`rdm`.
+    probe_k : int
+        Neighbourhood size of the neighbourhood comparison, < n_anchors.
+    include_raw : bool
+        Put the un-coarse-grained representation (scale k = 0) first.
+    random_state : int or None
+        Chooses the anchors.
+
+    Returns
+    -------
+    result : CrossScaleSimilarity
+
+    Raises
+    ------
+    ValueError
+        If X contains NaNs or a scale is >= n_samples.
+    """
+    X = check_array(X, "X", min_samples=4)
+    n = X.shape[0]
+    ks_arr = scale_grid(n, n_scales=10) if ks is None else _check_ks(ks, n)[0]
+    rng = check_random_state(random_state)
+    samples = (np.arange(n) if n <= n_anchors
+               else np.sort(rng.choice(n, n_anchors, replace=False)))
+    check_scale(probe_k, samples.size, "probe_k")
+    Xk = coarse_grain(X, ks_arr, samples=samples)
+    if include_raw:
+        ks_arr = np.concatenate([[0], ks_arr])
+        Xk = np.concatenate([X[samples][None], Xk])
+    n_scales = ks_arr.size
+    ranks = np.stack([_rank(upper_triangle(rdm(Z, metric))) for Z in Xk])
+    ranks -= ranks.mean(axis=1, keepdims=True)
+    ranks /= np.linalg.norm(ranks, axis=1, keepdims=True)
+    rdm_sim = ranks @ ranks.T
+    graphs = [nearest_neighbors(Z, probe_k) for Z in Xk]
+    nn_sim = np.eye(n_scales)
+    for a in range(n_scales):
+        for b in range(a + 1, n_scales):
+            nn_sim[a, b] = nn_sim[b, a] = _shared_counts(
+                graphs[a].indices, graphs[b].indices, np.array([probe_k]))[:, 0].mean() / probe_k
+    off = ~np.eye(n_scales, dtype=bool)
+    return CrossScaleSimilarity(ks=ks_arr, neighborhood_similarity=nn_sim, rdm_similarity=rdm_sim,
+                                score=float(nn_sim[off].mean()), rdm_score=float(rdm_sim[off].mean()),
+                                chance=probe_k / (samples.size - 1), samples=samples)
+
+
+# ---------------------------------------------------------------------------
+# inference: permutation null and bootstrap
+
+@dataclass
+class PermutationResult:
+    """A score and its null distribution under shuffled stimulus labels.
+
+    Attributes
+    ----------
+    score : float or ndarray of shape (n_scales,)
+    null : ndarray of shape (n_permutations,) or (n_permutations, n_scales)
+    p_value : float or ndarray of shape (n_scales,)
+        (1 + #{null >= score}) / (1 + n_permutations): one-sided, never 0.
+    null_mean : float or ndarray of shape (n_scales,)
+    calibrated : float or ndarray of shape (n_scales,)
+        score - null_mean: the part of the score above what unrelated
+        representations of this size and dimension reach.
+    calibrated_ratio : float or ndarray of shape (n_scales,)
+        score / null_mean (meaningful for scores whose null is positive,
+        e.g. kNN overlap and CKA).
+    """
+
+    score: object
+    null: np.ndarray
+    p_value: object
+    null_mean: object
+    calibrated: object
+    calibrated_ratio: object
+
+
+def _take_rows(A, idx):
+    if isinstance(A, NeighborGraph):
+        return permute_graph(A, idx)
+    return np.asarray(A)[idx]
+
+
+def permutation_test(statistic, X, Y, n_permutations=200, random_state=None):
+    """Null distribution of a similarity score under shuffled stimulus labels.
+
+    The rows of Y are permuted (the stimuli no longer correspond), the
+    statistic recomputed; this keeps each representation's own geometry,
+    dimension and size, which inflate raw scores like CKA and mutual-kNN,
+    and destroys only the correspondence. Report ``calibrated``, not the raw
+    score, when comparing models of different size.
+
+    Parameters
+    ----------
+    statistic : callable
+        ``statistic(X, Y) -> float or ndarray of shape (n_scales,)``.
+    X : array-like of shape (n_samples, ...) or NeighborGraph
+    Y : array-like of shape (n_samples, ...) or NeighborGraph
+        A NeighborGraph is permuted without a new neighbour query.
+    n_permutations : int
+    random_state : int or None
+
+    Returns
+    -------
+    result : PermutationResult
+
+    Raises
+    ------
+    ValueError
+        If the stimulus counts differ or n_permutations < 1.
+    """
+    n = check_consistent_samples(X=np.empty((_n_samples(X), 0)), Y=np.empty((_n_samples(Y), 0)))
+    if int(n_permutations) < 1:
+        raise ValueError(f"n_permutations={n_permutations} must be at least 1.")
+    rng = check_random_state(random_state)
+    score = np.asarray(statistic(X, Y), dtype=float)
+    null = np.stack([np.asarray(statistic(X, _take_rows(Y, rng.permutation(n))), dtype=float)
+                     for _ in range(int(n_permutations))])
+    p = (1.0 + np.sum(null >= score, axis=0)) / (1.0 + null.shape[0])
+    null_mean = null.mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = score / null_mean
+
+    def out(v):
+        return float(v) if np.ndim(v) == 0 else v
+
+    return PermutationResult(score=out(score), null=null, p_value=out(p), null_mean=out(null_mean),
+                             calibrated=out(score - null_mean), calibrated_ratio=out(ratio))
+
+
+@dataclass
+class BootstrapResult:
+    """Percentile bootstrap interval.
+
+    Attributes
+    ----------
+    estimate : float or ndarray
+        The statistic on the original data.
+    low, high : float or ndarray
+        Interval bounds.
+    distribution : ndarray of shape (n_bootstraps, ...)
+    """
+
+    estimate: object
+    low: object
+    high: object
+    distribution: np.ndarray
+
+
+def bootstrap_ci(statistic, *arrays, n_bootstraps=200, confidence=0.95, random_state=None):
+    """Percentile bootstrap interval over stimuli.
+
+    Stimuli (rows) are resampled with replacement, the same rows in every
+    array. Repeated stimuli are at distance 0 from each other, which makes
+    them each other's nearest neighbours in every representation: for kNN
+    measures, bootstrap the per-stimulus overlaps instead, e.g.
+    ``bootstrap_ci(lambda o: o.mean(0), knn_overlap(X, Y, ks, per_sample=True))``.
+
+    Parameters
+    ----------
+    statistic : callable
+        ``statistic(*resampled_arrays) -> float or ndarray``.
+    *arrays : array-like of shape (n_samples, ...)
+    n_bootstraps : int
+    confidence : float
+        In (0, 1).
+    random_state : int or None
+
+    Returns
+    -------
+    result : BootstrapResult
+
+    Raises
+    ------
+    ValueError
+        If the arrays differ in n_samples, or confidence is outside (0, 1).
+    """
+    if not arrays:
+        raise ValueError("bootstrap_ci needs at least one array.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence={confidence} must be between 0 and 1.")
+    arrays = [np.asarray(a) for a in arrays]
+    n = check_consistent_samples(**{f"array{i}": a for i, a in enumerate(arrays)})
+    rng = check_random_state(random_state)
+    estimate = np.asarray(statistic(*arrays), dtype=float)
+    dist = np.stack([np.asarray(statistic(*[a[idx] for a in arrays]), dtype=float)
+                     for idx in (rng.integers(0, n, n) for _ in range(int(n_bootstraps)))])
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(dist, [alpha, 1.0 - alpha], axis=0)
+
+    def out(v):
+        return float(v) if np.ndim(v) == 0 else v
+
+    return BootstrapResult(estimate=out(estimate), low=out(low), high=out(high), distribution=dist)
