@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+from sklearn.neighbors import NearestNeighbors
+
+from scaleinv_utils._validation import check_array, check_random_state, check_scale
+from scaleinv_utils.neighbors import count_duplicates, nearest_neighbors, scale_grid
+
+
+def test_matches_sklearn():
+    X = np.random.default_rng(0).normal(size=(400, 30))
+    graph = nearest_neighbors(X, 25, block_size=97)
+    dist, idx = NearestNeighbors(n_neighbors=26).fit(X).kneighbors(X)
+    np.testing.assert_allclose(graph.distances, dist[:, 1:], rtol=1e-10)
+    np.testing.assert_array_equal(graph.indices, idx[:, 1:])
+
+
+def test_slicing_is_the_smaller_query():
+    X = np.random.default_rng(1).normal(size=(200, 5))
+    big, small = nearest_neighbors(X, 40), nearest_neighbors(X, 7)
+    np.testing.assert_array_equal(big.at(7)[0], small.indices)
+    with pytest.raises(ValueError, match="between 1 and k_max=40"):
+        big.at(41)
+
+
+def test_large_offset_does_not_change_neighbours():
+    X = np.random.default_rng(2).normal(size=(300, 10))
+    a, b = nearest_neighbors(X, 10), nearest_neighbors(X + 1e4, 10)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_allclose(a.distances, b.distances, rtol=1e-8)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="k_max=10 must be smaller than n_samples=10"):
+        nearest_neighbors(np.ones((10, 2)), 10)
+    with pytest.raises(ValueError, match="NaN"):
+        nearest_neighbors(np.array([[0.0, np.nan], [1, 2], [3, 4]]), 1)
+    with pytest.raises(ValueError, match="must be 2-D"):
+        nearest_neighbors(np.ones(10), 2)
+    with pytest.raises(TypeError, match="k_max must be an integer"):
+        nearest_neighbors(np.ones((10, 2)), 2.5)
+
+
+def test_scale_grid_and_duplicates():
+    ks = scale_grid(1000, n_scales=20)
+    assert ks[0] == 5 and ks[-1] == 250 and np.all(np.diff(ks) > 0)
+    with pytest.raises(ValueError, match="smaller than n_samples"):
+        scale_grid(100, k_max=100)
+    X = np.vstack([np.eye(3), np.eye(3)[:2]])
+    assert count_duplicates(X) == 2
+
+
+def test_validation_helpers():
+    with pytest.raises(TypeError, match="numeric"):
+        check_array(np.array(["a", "b"]))
+    with pytest.raises(ValueError, match="at least 5 samples"):
+        check_array(np.ones((3, 2)), min_samples=5)
+    with pytest.raises(ValueError, match="k=0 must be at least 1"):
+        check_scale(0, 10)
+    assert check_random_state(3).integers(100) == np.random.default_rng(3).integers(100)
+    with pytest.raises(TypeError, match="random_state"):
+        check_random_state("seed")
