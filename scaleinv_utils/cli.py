@@ -1,0 +1,130 @@
+"""``scaleinv-data``: get, check and describe real NSD subsets from the shell.
+
+Examples
+--------
+::
+
+    scaleinv-data info
+    scaleinv-data download --subject 1 --roi nsdgeneral --agree-nsd-terms
+    scaleinv-data prepare  --subject 1 --roi nsdgeneral --n-train 1000 --agree-nsd-terms
+    scaleinv-data verify
+
+Every command has a Python twin in :mod:`scaleinv_utils.nsd`
+(``download``, ``prepare``, ``verify``, ``info``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_selection(p):
+    p.add_argument("--subject", "-s", type=int, action="append", dest="subjects",
+                   help="NSD subject 1..8 (repeat for several; default 1)")
+    p.add_argument("--space", action="append", dest="spaces",
+                   choices=("func1pt8mm", "fsaverage", "fsaverage5"),
+                   help="func1pt8mm volume, fsaverage surface or its fsaverage5 vertices "
+                        "(repeat for several subsets; default func1pt8mm)")
+    p.add_argument("--roi", default="nsdgeneral",
+                   help="nsdgeneral, streams, prf-visualrois, prf-eccrois, floc-faces, floc-bodies, "
+                        "floc-places, floc-words or cortex (default nsdgeneral)")
+    p.add_argument("--n-train", default="1000",
+                   help="training images per subject, or 'all' (default 1000)")
+    p.add_argument("--no-test", action="store_true", help="leave out the shared1000 test images")
+    p.add_argument("--sessions", default=None,
+                   help="sessions to use, e.g. '1-10' or '1,2,5' (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="picks the training images (default 0)")
+    p.add_argument("--name", default=None, help="subset name (default: derived from the choice)")
+    p.add_argument("--image-size", type=int, default=None, help="resize images (default 425, NSD's)")
+    p.add_argument("--trials", choices=("expdesign", "responses"), default="expdesign",
+                   help="map trials to images with nsd_expdesign.mat or responses.tsv")
+    p.add_argument("--base-url", default=None, help="NSD bucket root (default the public S3 bucket)")
+    p.add_argument("--cache", default=None, help="download cache (default $SCALEINV_DATA/nsd)")
+    p.add_argument("--agree-nsd-terms", action="store_true",
+                   help="agree to NSD's terms of use (https://naturalscenesdataset.org/); "
+                        "or set SCALEINV_NSD_AGREE=1")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def build_parser():
+    """The argparse parser of ``scaleinv-data``."""
+    parser = argparse.ArgumentParser(
+        prog="scaleinv-data",
+        description="Download, prepare and verify real NSD subsets for the scaleinv book.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("download", help="fetch the small NSD files a subset needs into the cache")
+    _add_selection(p)
+    p = sub.add_parser("prepare", help="build a subset (range-reads betas and images)")
+    _add_selection(p)
+    p.add_argument("--out", default=None, help="where subsets go (default $SCALEINV_DATA/subsets)")
+    p.add_argument("--captions", action="append", default=None,
+                   help="COCO caption file or URL (json or zip; repeatable; default COCO 2017 zip)")
+    p.add_argument("--overwrite", action="store_true", help="rebuild an existing subset")
+    p = sub.add_parser("verify", help="re-check every cached file and prepared NSD subset")
+    p.add_argument("--cache", default=None)
+    p.add_argument("--size-only", action="store_true", help="skip checksums")
+    p = sub.add_parser("info", help="where things are, what is cached, whether terms are agreed")
+    p.add_argument("--cache", default=None)
+    return parser
+
+
+def _parse_sessions(text):
+    if text is None:
+        return None
+    out = []
+    for part in text.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    return out
+
+
+def _specs(args):
+    from .nsd import NSDSpec
+    n_train = None if str(args.n_train).lower() == "all" else int(args.n_train)
+    return [NSDSpec(subjects=args.subjects or [1], space=space, roi=args.roi, n_train=n_train,
+                    test=not args.no_test, sessions=_parse_sessions(args.sessions),
+                    random_state=args.seed, name=args.name, image_size=args.image_size,
+                    trials=args.trials)
+            for space in (args.spaces or ["func1pt8mm"])]
+
+
+def main(argv=None):
+    """Run ``scaleinv-data``; returns the exit status (0 ok, 1 problems found, 2 refused)."""
+    from . import nsd
+    from .download import DownloadError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "info":
+            print(nsd.info(cache=args.cache))
+            return 0
+        if args.command == "verify":
+            problems = nsd.verify(cache=args.cache, checksum=not args.size_only)
+            for path, what in problems.items():
+                print(f"PROBLEM {path}: {what}")
+            print("all cached files and subsets verified" if not problems
+                  else f"{len(problems)} problem(s); re-run download/prepare to repair")
+            return 1 if problems else 0
+        for spec in _specs(args):
+            if args.command == "download":
+                paths = nsd.download(spec, agree_terms=args.agree_nsd_terms, base_url=args.base_url,
+                                     cache=args.cache, progress=not args.quiet)
+                print(f"{len(paths)} files cached for {spec.name}")
+            else:
+                path = nsd.prepare(spec, agree_terms=args.agree_nsd_terms, base_url=args.base_url,
+                                   cache=args.cache, out_dir=args.out, overwrite=args.overwrite,
+                                   captions=args.captions, progress=not args.quiet)
+                print(f"subset ready: {path}\nload it with scaleinv_utils.load_subset({str(path)!r})")
+        return 0
+    except nsd.TermsNotAccepted as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except (DownloadError, ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

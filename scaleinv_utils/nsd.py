@@ -1,0 +1,937 @@
+"""Real Natural Scenes Dataset subsets: choose, download, prepare, verify.
+
+NSD (Allen et al. 2022) lies in a public bucket readable over plain HTTPS.
+This module fetches only what a subset needs and writes it in the subset
+format of :mod:`scaleinv_utils.data`, so ``load_subset(path)`` reads a real
+subset exactly as it reads the demo world.
+
+What is fetched, and how:
+
+=========================  =====================================  ===================
+what                       NSD file                               how
+=========================  =====================================  ===================
+trial -> image (73k id)    nsddata/experiments/nsd/nsd_expdesign.mat  whole file
+image metadata             .../nsd_stim_info_merged.csv (cocoId,  whole file
+                           cropBox, shared1000)
+ROIs                       func1pt8mm: ppdata/subjAA/func1pt8mm/  whole files (small)
+                           roi/<roi>.nii.gz; fsaverage:
+                           freesurfer/fsaverage/label/<h>.<roi>.mgz
+ncsnr                      beside the betas                       whole file
+volume betas               .../func1pt8mm/betas_fithrf_GLMdenoise_RR/  ROI voxels only: HTTP
+                           betas_sessionNN.hdf5 ('betas', int16)  range reads of HDF5 chunks
+surface betas              .../fsaverage/betas_fithrf_GLMdenoise_RR/  ROI vertices only: HTTP
+                           <h>.betas_sessionNN.mgh                range reads per trial
+images                     nsddata_stimuli/stimuli/nsd/           needed images only: HTTP
+                           nsd_stimuli.hdf5 ('imgBrick')          range reads of HDF5 chunks
+captions                   COCO captions_{train,val}2017.json     whole file (configurable)
+=========================  =====================================  ===================
+
+Preparation follows NSD: single-trial betas are z-scored per voxel within each
+session (over all of the session's trials), ROI voxels are kept, repeats of
+an image are averaged (single trials are kept too), the noise ceiling comes
+from NSD's ncsnr, and the split is NSD's: the shared1000 images are the test
+set, each subject's other images its training set.
+
+Nothing is downloaded before the user agrees to NSD's terms of use
+(``agree_terms=True``, ``--agree-nsd-terms`` or ``SCALEINV_NSD_AGREE=1``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import check_random_state
+from .config import data_dir
+
+__all__ = [
+    "NSD_BASE_URL", "BASE_URL_ENV", "AGREE_ENV", "COCO_CAPTIONS_SOURCES", "NSD_TERMS",
+    "SUBJECT_SESSIONS", "ROIS", "NSDSpec", "TermsNotAccepted", "nsd_file", "check_terms",
+    "trials_from_expdesign", "trials_from_responses", "select_trials", "read_volume_betas",
+    "read_surface_betas", "read_images", "load_coco_captions", "download", "prepare",
+    "verify", "info",
+]
+
+#: Root of NSD's public bucket (anonymous HTTPS). ``$SCALEINV_NSD_URL`` or ``base_url=`` overrides it.
+NSD_BASE_URL = "https://natural-scenes-dataset.s3.amazonaws.com/"
+BASE_URL_ENV = "SCALEINV_NSD_URL"
+#: Set to 1 to agree to NSD's terms of use without passing ``agree_terms=True``.
+AGREE_ENV = "SCALEINV_NSD_AGREE"
+#: Where captions come from: COCO's 2017 caption annotations (a JSON file, or the zip that holds them).
+COCO_CAPTIONS_SOURCES = ("http://images.cocodataset.org/annotations/annotations_trainval2017.zip",)
+BETA_VERSION = "betas_fithrf_GLMdenoise_RR"
+TRIALS_PER_SESSION = 750
+#: Scan sessions each subject completed (Allen et al. 2022).
+SUBJECT_SESSIONS = {1: 40, 2: 40, 3: 32, 4: 30, 5: 40, 6: 32, 7: 40, 8: 30}
+#: ROI families NSD provides; "cortex" keeps every voxel of the brain mask (volume) or every vertex.
+ROIS = ("nsdgeneral", "streams", "prf-visualrois", "prf-eccrois", "floc-faces", "floc-bodies",
+        "floc-places", "floc-words", "cortex")
+SPACES = ("func1pt8mm", "fsaverage", "fsaverage5")
+N_FSAVERAGE5 = 10242  # fsaverage's first 10,242 vertices are fsaverage5's
+
+NSD_TERMS = """\
+The Natural Scenes Dataset (NSD) is free to use under the NSD Terms and Conditions.
+Before downloading, read them and fill in the NSD Data Access Agreement at
+    https://naturalscenesdataset.org/
+In short: use the data for research and education, do not try to identify the
+participants, do not redistribute the raw data, and cite Allen et al. (2022),
+"A massive 7T fMRI dataset to bridge cognitive neuroscience and artificial
+intelligence", Nature Neuroscience 25, 116-126. The full terms on the NSD website
+are the ones that apply.
+
+To agree, pass agree_terms=True (Python), --agree-nsd-terms (scaleinv-data), or
+set the environment variable SCALEINV_NSD_AGREE=1."""
+
+
+class TermsNotAccepted(PermissionError):
+    """Raised before any download when NSD's terms of use were not agreed to."""
+
+
+def check_terms(agree_terms=False, quiet=False):
+    """Require agreement to NSD's terms; show them the first time.
+
+    Parameters
+    ----------
+    agree_terms : bool
+        Explicit agreement; ``$SCALEINV_NSD_AGREE=1`` counts as agreement too.
+    quiet : bool
+        Do not print the terms on first agreement.
+
+    Raises
+    ------
+    TermsNotAccepted
+        With the terms in the message, when there is no agreement.
+    """
+    env = os.environ.get(AGREE_ENV, "").strip().lower() in ("1", "yes", "true", "y")
+    if not (agree_terms or env):
+        raise TermsNotAccepted("NSD's terms of use have not been agreed to; nothing was "
+                               "downloaded.\n\n" + NSD_TERMS)
+    marker = data_dir("nsd") / ".terms_shown"
+    if not marker.exists():
+        if not quiet:
+            print(NSD_TERMS + "\n(agreed; this notice is shown once per cache)\n")
+        marker.write_text("agreed\n")
+
+
+def _base_url(base_url=None):
+    url = base_url or os.environ.get(BASE_URL_ENV) or NSD_BASE_URL
+    return url if url.endswith("/") else url + "/"
+
+
+# ---------------------------------------------------------------------------
+# file layout (names as in the NSD data manual and NSD's own example code)
+
+def nsd_file(kind, subject=None, space="func1pt8mm", session=None, hemi=None, roi=None,
+             beta_version=BETA_VERSION):
+    """Path of an NSD file inside the bucket.
+
+    Parameters
+    ----------
+    kind : {"stim_info", "expdesign", "stimuli", "responses", "betas", "ncsnr", "roi", "ctab", "brainmask"}
+    subject : int, 1..8
+    space : {"func1pt8mm", "fsaverage"}
+    session : int, 1-based
+    hemi : {"lh", "rh"}
+        Surface files only.
+    roi : str
+    beta_version : str
+
+    Returns
+    -------
+    path : str
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind or a missing argument.
+    """
+    space = "fsaverage" if space == "fsaverage5" else space
+    s = f"subj{int(subject):02d}" if subject is not None else None
+    fixed = {"stim_info": "nsddata/experiments/nsd/nsd_stim_info_merged.csv",
+             "expdesign": "nsddata/experiments/nsd/nsd_expdesign.mat",
+             "stimuli": "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"}
+    if kind in fixed:
+        return fixed[kind]
+    if s is None:
+        raise ValueError(f"nsd_file({kind!r}) needs subject=1..8.")
+    surf = space == "fsaverage"
+    if surf and kind in ("betas", "ncsnr", "roi") and hemi not in ("lh", "rh"):
+        raise ValueError(f"nsd_file({kind!r}, space='fsaverage') needs hemi='lh' or 'rh', got {hemi!r}.")
+    betas_dir = f"nsddata_betas/ppdata/{s}/{space}/{beta_version}"
+    if kind == "responses":
+        return f"nsddata/ppdata/{s}/behav/responses.tsv"
+    if kind == "brainmask":
+        return f"nsddata/ppdata/{s}/func1pt8mm/brainmask.nii.gz"
+    if kind == "betas":
+        if session is None:
+            raise ValueError("nsd_file('betas') needs session=1..40.")
+        return (f"{betas_dir}/{hemi}.betas_session{int(session):02d}.mgh" if surf
+                else f"{betas_dir}/betas_session{int(session):02d}.hdf5")
+    if kind == "ncsnr":
+        return f"{betas_dir}/{hemi}.ncsnr.mgh" if surf else f"{betas_dir}/ncsnr.nii.gz"
+    if kind == "roi":
+        return (f"nsddata/freesurfer/fsaverage/label/{hemi}.{roi}.mgz" if surf
+                else f"nsddata/ppdata/{s}/func1pt8mm/roi/{roi}.nii.gz")
+    if kind == "ctab":
+        return (f"nsddata/freesurfer/fsaverage/label/{roi}.mgz.ctab" if surf
+                else f"nsddata/freesurfer/{s}/label/{roi}.mgz.ctab")
+    raise ValueError(f"Unknown NSD file kind {kind!r}.")
+
+
+@dataclass
+class NSDSpec:
+    """Which part of NSD a subset holds.
+
+    Parameters
+    ----------
+    subjects : list of int
+        NSD subjects 1..8.
+    space : {"func1pt8mm", "fsaverage", "fsaverage5"}
+        Volume (1.8 mm, subject space), fsaverage surface, or its first
+        10,242 vertices per hemisphere (fsaverage5, the demo world's space).
+    roi : str
+        One of ROIS.
+    n_train : int or None
+        Training (non-shared) images per subject; None keeps all seen in the sessions.
+    test : bool
+        Include the shared1000 test images.
+    sessions : list of int or None
+        1-based sessions to use; None uses all of each subject's sessions.
+    random_state : int or None
+        Picks the training images.
+    name : str or None
+        Subset name; default "nsd-subj01-nsdgeneral" style.
+    image_size : int or None
+        Resize images to this many pixels (None keeps NSD's 425).
+    ncsnr : {"nsd", "subset"}
+        NSD's ncsnr file (from all of a subject's trials), or computed from the subset's trials.
+    trials : {"expdesign", "responses"}
+        Map trials to images with nsd_expdesign.mat or with the subject's responses.tsv.
+    trials_per_session : int
+        750 in NSD (12 runs of 62-63 trials); smaller in tests.
+    """
+
+    subjects: list = field(default_factory=lambda: [1])
+    space: str = "func1pt8mm"
+    roi: str = "nsdgeneral"
+    n_train: int | None = 1000
+    test: bool = True
+    sessions: list | None = None
+    random_state: int | None = 0
+    name: str | None = None
+    image_size: int | None = None
+    ncsnr: str = "nsd"
+    trials: str = "expdesign"
+    trials_per_session: int = TRIALS_PER_SESSION
+
+    def __post_init__(self):
+        subs = [self.subjects] if isinstance(self.subjects, (int, np.integer)) else list(self.subjects)
+        if not subs or any(int(s) not in SUBJECT_SESSIONS for s in subs):
+            raise ValueError(f"subjects must be NSD subjects 1..8, got {self.subjects!r}.")
+        self.subjects = sorted(int(s) for s in subs)
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {self.space!r}.")
+        if self.roi not in ROIS:
+            raise ValueError(f"roi must be one of {ROIS}, got {self.roi!r}.")
+        if self.n_train is not None and int(self.n_train) < 0:
+            raise ValueError(f"n_train must be >= 0 or None, got {self.n_train}.")
+        if not self.test and self.n_train == 0:
+            raise ValueError("The subset would hold no image: test=False and n_train=0.")
+        if self.ncsnr not in ("nsd", "subset"):
+            raise ValueError(f"ncsnr must be 'nsd' or 'subset', got {self.ncsnr!r}.")
+        if self.trials not in ("expdesign", "responses"):
+            raise ValueError(f"trials must be 'expdesign' or 'responses', got {self.trials!r}.")
+        if self.sessions is not None:
+            self.sessions = sorted(int(s) for s in self.sessions)
+            if not self.sessions or min(self.sessions) < 1 or max(self.sessions) > 40:
+                raise ValueError(f"sessions must be numbers in 1..40, got {self.sessions!r}.")
+        if self.name is None:
+            subs = "-".join(f"subj{s:02d}" for s in self.subjects)
+            parts = ["nsd", subs, self.roi] + ([self.space] if self.space != "func1pt8mm" else [])
+            if not self.test:
+                parts.append("notest")
+            if self.n_train is not None:
+                parts.append(f"train{self.n_train}")
+            self.name = "-".join(parts)
+
+    def sessions_of(self, subject):
+        """1-based sessions to use for one subject."""
+        n = SUBJECT_SESSIONS[subject]
+        return [s for s in (self.sessions or range(1, n + 1)) if s <= n]
+
+
+# ---------------------------------------------------------------------------
+# trials and selection
+
+def trials_from_expdesign(path, subject, trials_per_session=TRIALS_PER_SESSION):
+    """Map a subject's trials to 73k image ids with nsd_expdesign.mat.
+
+    Parameters
+    ----------
+    path : str or Path
+    subject : int
+    trials_per_session : int
+
+    Returns
+    -------
+    nsd_id : ndarray of shape (n_trials,)
+        0-based 73k id of each trial, in acquisition order.
+    session : ndarray of shape (n_trials,)
+        1-based session of each trial (750 trials per session).
+    shared : ndarray of shape (1000,)
+        0-based 73k ids of the shared1000 images.
+    """
+    from scipy.io import loadmat
+
+    mat = loadmat(path)
+    master = np.asarray(mat["masterordering"]).ravel().astype(np.int64) - 1
+    subjectim = np.asarray(mat["subjectim"])
+    nsd_id = subjectim[subject - 1, master].astype(np.int64) - 1
+    session = np.arange(len(master)) // int(trials_per_session) + 1
+    shared = np.asarray(mat["sharedix"]).ravel().astype(np.int64) - 1
+    return nsd_id, session, shared
+
+
+def trials_from_responses(path):
+    """Map a subject's trials to 73k image ids with its behavioural responses.tsv.
+
+    Returns
+    -------
+    nsd_id : ndarray of shape (n_trials,)
+    session : ndarray of shape (n_trials,)
+    """
+    import pandas as pd
+
+    df = pd.read_csv(path, sep="\t")
+    missing = {"SESSION", "73KID"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path} lacks columns {sorted(missing)}; is it NSD's responses.tsv?")
+    return df["73KID"].to_numpy(np.int64) - 1, df["SESSION"].to_numpy(np.int64)
+
+
+def select_trials(nsd_id, session, shared_ids, sessions, n_train=None, test=True,
+                  random_state=None):
+    """Choose the trials of a subset: shared test images plus n_train training images.
+
+    Parameters
+    ----------
+    nsd_id : array-like of shape (n_trials,)
+    session : array-like of shape (n_trials,)
+    shared_ids : array-like
+        73k ids of the shared1000 images.
+    sessions : list of int
+    n_train : int or None
+        Training images to draw (None: all seen in the sessions).
+    test : bool
+    random_state : int or None
+
+    Returns
+    -------
+    keep : ndarray of shape (n_trials,), bool
+    train_ids : ndarray
+    test_ids : ndarray
+    """
+    rng = check_random_state(random_state)
+    nsd_id, session = np.asarray(nsd_id), np.asarray(session)
+    in_sess = np.isin(session, sessions)
+    is_shared = np.isin(nsd_id, shared_ids)
+    test_ids = np.unique(nsd_id[in_sess & is_shared]) if test else np.array([], dtype=np.int64)
+    pool = np.unique(nsd_id[in_sess & ~is_shared])
+    if n_train is None or n_train >= len(pool):
+        train_ids = pool
+    else:
+        train_ids = np.sort(rng.choice(pool, size=int(n_train), replace=False))
+    keep = in_sess & np.isin(nsd_id, np.concatenate([test_ids, train_ids]))
+    return keep, train_ids, test_ids
+
+
+# ---------------------------------------------------------------------------
+# range reads
+
+def _chunk_reader(dset):
+    """Function turning a chunk's raw bytes into an array of the chunk's shape."""
+    import zlib
+
+    plist = dset.id.get_create_plist()
+    ids = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
+    deflate, shuffle = 1 in ids, 2 in ids  # H5Z_FILTER_DEFLATE, H5Z_FILTER_SHUFFLE
+    if ids - {1, 2}:
+        return None  # another filter: let h5py decode through the same range file
+    dtype, shape = dset.dtype, dset.chunks
+
+    def decode(raw, filter_mask=0):
+        if deflate and not filter_mask & 1:
+            raw = zlib.decompress(raw)
+        if shuffle:
+            raw = np.frombuffer(raw, np.uint8).reshape(dtype.itemsize, -1).T.tobytes()
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return decode
+
+
+def _read_chunks(client, url, dataset, chunk_starts, max_gap=1 << 16):
+    """Read whole HDF5 chunks by their start coordinates with coalesced range requests.
+
+    Returns
+    -------
+    chunks : dict of tuple to ndarray of the chunk's shape
+    """
+    import h5py
+    from .download import RangeFile
+
+    with RangeFile(url, client) as rf, h5py.File(rf, "r") as f:
+        d = f[dataset]
+        if d.chunks is None:  # contiguous: every "chunk" is one row of the first axis
+            base, row = d.id.get_offset(), int(np.prod(d.shape[1:])) * d.dtype.itemsize
+            starts = list(chunk_starts)
+            blobs = client.read_ranges(url, [(base + c[0] * row, row) for c in starts], max_gap=max_gap)
+            return {c: np.frombuffer(b, d.dtype).reshape((1,) + d.shape[1:])
+                    for c, b in zip(starts, blobs)}
+        decode = _chunk_reader(d)
+        starts = list(chunk_starts)
+        if decode is None:
+            return {c: d[tuple(slice(s, s + n) for s, n in zip(c, d.chunks))] for c in starts}
+        infos = [d.id.get_chunk_info_by_coord(tuple(int(x) for x in c)) for c in starts]
+        blobs = client.read_ranges(url, [(i.byte_offset, i.size) for i in infos], max_gap=max_gap)
+        return {c: decode(b, i.filter_mask) for c, b, i in zip(starts, blobs, infos)}
+
+
+def _volume_order(h5_shape, vol_shape):
+    """Axes of the HDF5 'betas' array: (trials, k, j, i) as MATLAB writes, or (trials, i, j, k)."""
+    if tuple(h5_shape[1:]) == tuple(vol_shape)[::-1]:
+        return "reversed"
+    if tuple(h5_shape[1:]) == tuple(vol_shape):
+        return "same"
+    raise ValueError(f"betas of shape {h5_shape} do not match the ROI volume {vol_shape}.")
+
+
+def read_volume_betas(client, url, ijk, vol_shape, dataset="betas", max_gap=1 << 16):
+    """Single-trial betas of some voxels of an NSD volume HDF5 file, by range requests.
+
+    NSD stores each session's betas chunked so that one voxel's trials form
+    one chunk; only the chunks of the requested voxels are fetched, found
+    through the HDF5 chunk index, and neighbouring chunks share a request.
+
+    Parameters
+    ----------
+    client : HTTPClient
+    url : str
+    ijk : array-like of shape (n_voxels, 3)
+        Voxel indices in the NIfTI (ROI file) orientation.
+    vol_shape : tuple of 3 int
+        Shape of the ROI volume.
+
+    Returns
+    -------
+    betas : ndarray of shape (n_trials, n_voxels), float32
+        Percent signal change (NSD's int16 values / 300).
+    """
+    import h5py
+    from .download import RangeFile
+
+    ijk = np.asarray(ijk, dtype=np.int64).reshape(-1, 3)
+    with RangeFile(url, client) as rf, h5py.File(rf, "r") as f:
+        d = f[dataset]
+        shape, chunks, dtype = d.shape, d.chunks, d.dtype
+    order = _volume_order(shape, vol_shape)
+    coords = ijk[:, ::-1] if order == "reversed" else ijk
+    n_trials = shape[0]
+    if chunks is None:
+        raise ValueError(f"{url}: 'betas' is not chunked; range reads per voxel need chunks.")
+    starts = (coords // np.asarray(chunks[1:])) * np.asarray(chunks[1:])
+    t_starts = range(0, n_trials, chunks[0])
+    keys = sorted({(t,) + tuple(int(x) for x in s) for s in starts for t in t_starts})
+    got = _read_chunks(client, url, dataset, keys, max_gap=max_gap)
+    out = np.empty((n_trials, len(coords)), dtype=np.float32)
+    for v, (c, s) in enumerate(zip(coords, starts)):
+        inner = tuple(int(x) for x in (c - s))
+        for t in t_starts:
+            block = got[(t,) + tuple(int(x) for x in s)]
+            n = min(chunks[0], n_trials - t)
+            out[t:t + n, v] = block[(slice(0, n),) + inner]
+    if np.issubdtype(dtype, np.integer):
+        out /= 300.0  # NSD stores int16 percent signal change x 300
+    return out
+
+
+_MGH_DTYPES = {0: ">u1", 1: ">i4", 3: ">f4", 4: ">i2"}
+
+
+def read_surface_betas(client, url, vertices, max_gap=1 << 16):
+    """Single-trial betas of some vertices of an NSD fsaverage .mgh file, by range requests.
+
+    An MGH file stores, after a 284-byte header, every vertex of trial 1,
+    then every vertex of trial 2, ...: the ROI's vertices of each trial are
+    one (coalesced) range.
+
+    Parameters
+    ----------
+    client : HTTPClient
+    url : str
+    vertices : array-like of shape (n_vertices,)
+        Vertex indices within this hemisphere.
+
+    Returns
+    -------
+    betas : ndarray of shape (n_trials, n_vertices), float32
+    """
+    head = client.get_range(url, 0, 284)
+    dims = np.frombuffer(head[4:20], ">i4")
+    mtype = int(np.frombuffer(head[20:24], ">i4")[0])
+    if mtype not in _MGH_DTYPES:
+        raise ValueError(f"{url}: unsupported MGH data type {mtype}.")
+    dt = np.dtype(_MGH_DTYPES[mtype])
+    n_vert, n_trials = int(np.prod(dims[:3])), int(dims[3])
+    vertices = np.asarray(vertices, dtype=np.int64)
+    if vertices.size and (vertices.min() < 0 or vertices.max() >= n_vert):
+        raise ValueError(f"vertices must lie in [0, {n_vert}).")
+    lo, hi = int(vertices.min()), int(vertices.max()) + 1
+    # one range per trial covering the ROI's span; the coalescer merges trials when close
+    ranges = [(284 + (t * n_vert + lo) * dt.itemsize, (hi - lo) * dt.itemsize) for t in range(n_trials)]
+    blobs = client.read_ranges(url, ranges, max_gap=max_gap)
+    out = np.stack([np.frombuffer(b, dt)[vertices - lo] for b in blobs]).astype(np.float32)
+    return out
+
+
+def read_images(client, url, nsd_ids, dataset="imgBrick", max_gap=1 << 16):
+    """Images of nsd_stimuli.hdf5, fetching only their chunks.
+
+    Parameters
+    ----------
+    client : HTTPClient
+    url : str
+    nsd_ids : array-like of shape (n_images,)
+        0-based 73k ids.
+
+    Returns
+    -------
+    images : ndarray of shape (n_images, 425, 425, 3), uint8
+    """
+    import h5py
+    from .download import RangeFile
+
+    nsd_ids = np.asarray(nsd_ids, dtype=np.int64)
+    with RangeFile(url, client) as rf, h5py.File(rf, "r") as f:
+        d = f[dataset]
+        shape, c0 = d.shape, (d.chunks or (1,))[0]
+    keys = sorted({(int(i // c0 * c0), 0, 0, 0) for i in nsd_ids})
+    got = _read_chunks(client, url, dataset, keys, max_gap=max_gap)
+    out = np.empty((len(nsd_ids),) + tuple(shape[1:]), dtype=np.uint8)
+    for n, i in enumerate(nsd_ids):
+        out[n] = got[(int(i // c0 * c0), 0, 0, 0)][i % c0]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# whole small files
+
+def _fetch(rel, client, base_url, cache):
+    from .download import download_file
+    return download_file(_base_url(base_url) + rel, Path(cache) / rel, client=client,
+                         desc=rel.rsplit("/", 1)[-1])
+
+
+def _fetch_source(src, client, cache):
+    """A caption source: a local path, or a URL downloaded into the cache."""
+    from .download import download_file
+    if re.match(r"^https?://", str(src)):
+        name = str(src).rstrip("/").rsplit("/", 1)[-1]
+        return download_file(src, Path(cache) / "coco" / name, client=client, desc=name)
+    path = Path(os.path.expanduser(str(src)))
+    if not path.is_file():
+        raise FileNotFoundError(f"caption source {src} is neither a URL nor an existing file.")
+    return path
+
+
+def load_coco_captions(paths, coco_ids, n_captions=5):
+    """Captions of COCO images from COCO caption annotation files.
+
+    Parameters
+    ----------
+    paths : list of str or Path
+        ``captions_*.json`` files, or zips holding them.
+    coco_ids : array-like of shape (n_images,)
+    n_captions : int
+
+    Returns
+    -------
+    captions : list of list of str, n_images x n_captions
+        The first n_captions by annotation id; an image with fewer repeats
+        its last caption (COCO has at least 5 per image).
+
+    Raises
+    ------
+    KeyError
+        If an image has no caption in the files.
+    """
+    anns = []
+    for p in paths:
+        p = Path(p)
+        if p.suffix == ".zip":
+            with zipfile.ZipFile(p) as z:
+                for member in z.namelist():
+                    if re.search(r"captions_\w+\.json$", member):
+                        anns += json.loads(z.read(member))["annotations"]
+        else:
+            anns += json.loads(p.read_text())["annotations"]
+    by_image = {}
+    for a in sorted(anns, key=lambda a: a["id"]):
+        by_image.setdefault(int(a["image_id"]), []).append(a["caption"].strip())
+    out = []
+    for cid in np.asarray(coco_ids).tolist():
+        caps = by_image.get(int(cid))
+        if not caps:
+            raise KeyError(f"No COCO caption for cocoId {cid} in {[str(p) for p in paths]}.")
+        caps = caps[:n_captions]
+        out.append(caps + [caps[-1]] * (n_captions - len(caps)))
+    return out
+
+
+def _read_ctab(path):
+    labels = {}
+    for line in Path(path).read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].lstrip("-").isdigit():
+            labels[int(parts[0])] = parts[1]
+    return labels
+
+
+def _load_labels(path):
+    import nibabel as nib
+    img = nib.load(str(path))
+    return np.asarray(img.dataobj), img.affine
+
+
+# ---------------------------------------------------------------------------
+# the pipeline
+
+def _plan(spec):
+    """Small NSD files a subset needs (whole-file downloads), per subject."""
+    files = [nsd_file("stim_info"), nsd_file("expdesign")]
+    space = spec.space
+    hemis = ("lh", "rh") if space != "func1pt8mm" else (None,)
+    for s in spec.subjects:
+        if spec.trials == "responses":
+            files.append(nsd_file("responses", s))
+        for h in hemis:
+            if spec.ncsnr == "nsd":
+                files.append(nsd_file("ncsnr", s, space, hemi=h))
+            for r in {spec.roi, "streams", "prf-visualrois"} - {"cortex"}:
+                files.append(nsd_file("roi", s, space, hemi=h, roi=r))
+        for r in {spec.roi, "streams", "prf-visualrois"} - {"cortex", "nsdgeneral"}:
+            files.append(nsd_file("ctab", s, space, roi=r))
+        if spec.roi == "cortex" and space == "func1pt8mm":
+            files.append(nsd_file("brainmask", s))
+    return list(dict.fromkeys(files))
+
+
+def download(spec, *, agree_terms=False, base_url=None, cache=None, client=None, progress=True):
+    """Download the small NSD files a subset needs into the cache (a no-op when cached).
+
+    Betas and images are not downloaded whole: :func:`prepare` reads the
+    needed parts of them by range requests.
+
+    Parameters
+    ----------
+    spec : NSDSpec
+    agree_terms : bool
+    base_url : str or None
+    cache : str, Path or None
+        Default ``data_dir("nsd")``.
+    client : HTTPClient or None
+    progress : bool
+
+    Returns
+    -------
+    paths : dict of str to Path
+        Bucket path -> cached file.
+    """
+    from .download import HTTPClient
+
+    check_terms(agree_terms)
+    cache = Path(cache) if cache else data_dir("nsd")
+    client = client or HTTPClient(progress=progress)
+    return {rel: _fetch(rel, client, base_url, cache) for rel in _plan(spec)}
+
+
+def _roi_voxels(spec, subject, paths):
+    """Voxel selection and labels of one subject: (selector, VoxelInfo, affine, vol_shape)."""
+    from .data import VoxelInfo
+
+    space = spec.space
+    def lab(name, hemi=None):
+        data, aff = _load_labels(paths[nsd_file("roi", subject, space, hemi=hemi, roi=name)])
+        return np.asarray(data).reshape(data.shape[:3] if hemi is None else -1), aff
+
+    def names(name):
+        if name == "nsdgeneral":
+            return {1: "nsdgeneral"}
+        return _read_ctab(paths[nsd_file("ctab", subject, space, roi=name)])
+
+    if space == "func1pt8mm":
+        if spec.roi == "cortex":
+            mask_img, aff = _load_labels(paths[nsd_file("brainmask", subject)])
+            mask = np.asarray(mask_img) > 0
+        else:
+            roi_vol, aff = lab(spec.roi)
+            mask = roi_vol > 0
+        ijk = np.argwhere(mask)
+        stream, _ = lab("streams")
+        prf, _ = lab("prf-visualrois")
+        sn, pn = names("streams"), names("prf-visualrois")
+        roi_names = names(spec.roi) if spec.roi != "cortex" else {}
+        roi_lab = []
+        for i, j, k in ijk:
+            p = int(prf[i, j, k])
+            if p > 0:
+                roi_lab.append(pn.get(p, str(p)))
+            elif spec.roi in ("cortex", "nsdgeneral"):
+                roi_lab.append(spec.roi)
+            else:
+                roi_lab.append(roi_names.get(int(roi_vol[i, j, k]), spec.roi))
+        net = [sn.get(int(stream[i, j, k]), "other") if stream[i, j, k] > 0 else "other"
+               for i, j, k in ijk]
+        vox = VoxelInfo(roi=np.array(roi_lab, dtype=object), network=np.array(net, dtype=object),
+                        vertex=np.full(len(ijk), -1), hemi=np.array([""] * len(ijk), dtype=object),
+                        ijk=ijk)
+        return ijk, vox, aff, mask.shape
+
+    sel, rois, nets, verts, hemis = {}, [], [], [], []
+    sn, pn = names("streams"), names("prf-visualrois")
+    roi_names = names(spec.roi) if spec.roi not in ("cortex",) else {}
+    for h in ("lh", "rh"):
+        stream, _ = lab("streams", h)
+        n = len(stream) if space == "fsaverage" else N_FSAVERAGE5
+        if spec.roi == "cortex":
+            roi_v = np.ones(n, dtype=int)
+        else:
+            roi_v = lab(spec.roi, h)[0][:n]
+        v = np.flatnonzero(roi_v > 0)
+        prf = lab("prf-visualrois", h)[0]
+        sel[h] = v
+        for x in v:
+            p = int(prf[x])
+            rois.append(pn.get(p, str(p)) if p > 0 else
+                        (spec.roi if spec.roi in ("cortex", "nsdgeneral")
+                         else roi_names.get(int(roi_v[x]), spec.roi)))
+            nets.append(sn.get(int(stream[x]), "other") if stream[x] > 0 else "other")
+        verts.append(v)
+        hemis += [h] * len(v)
+    verts = np.concatenate(verts)
+    vox = VoxelInfo(roi=np.array(rois, dtype=object), network=np.array(nets, dtype=object),
+                    vertex=verts, hemi=np.array(hemis, dtype=object),
+                    ijk=np.full((len(verts), 3), -1))
+    return sel, vox, None, None
+
+
+def _subject_trials(spec, subject, paths, shared):
+    nsd_id, session, _ = trials_from_expdesign(paths[nsd_file("expdesign")], subject,
+                                               spec.trials_per_session)
+    if spec.trials == "responses":
+        nsd_id, session = trials_from_responses(paths[nsd_file("responses", subject)])
+    return nsd_id, session
+
+
+def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
+            overwrite=False, captions=None, client=None, progress=True, max_gap=1 << 16):
+    """Build a real NSD subset end to end and write it in the subset format.
+
+    Re-running with a complete subset in place is a no-op.
+
+    Parameters
+    ----------
+    spec : NSDSpec
+    agree_terms : bool
+        Agreement to NSD's terms (or ``$SCALEINV_NSD_AGREE=1``).
+    base_url : str or None
+        NSD bucket root (default NSD_BASE_URL or ``$SCALEINV_NSD_URL``).
+    cache : str, Path or None
+        Download cache (default ``data_dir("nsd")``).
+    out_dir : str, Path or None
+        Where the subset directory goes (default ``data_dir("subsets")``).
+    overwrite : bool
+    captions : list of str or None
+        COCO caption sources (URLs or paths; JSON or zip). Default COCO_CAPTIONS_SOURCES.
+    client : HTTPClient or None
+    progress : bool
+    max_gap : int
+        Largest gap (bytes) between two ranges fetched in one request.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The subset directory; ``load_subset(path)`` loads it.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .data import StimulusSet, write_subset, verify_subset, SubsetError
+    from .download import HTTPClient
+    from .reliability import average_repeats, compute_ncsnr, zscore_per_session
+
+    check_terms(agree_terms)
+    out = Path(out_dir) if out_dir else data_dir("subsets")
+    target = out / spec.name
+    if target.exists() and not overwrite:
+        try:
+            verify_subset(target, checksum=False)
+            return target
+        except SubsetError:
+            pass  # incomplete or corrupt: rebuild
+    client = client or HTTPClient(progress=progress)
+    cache = Path(cache) if cache else data_dir("nsd")
+    base = _base_url(base_url)
+    paths = download(spec, agree_terms=True, base_url=base, cache=cache, client=client)
+
+    stim = pd.read_csv(paths[nsd_file("stim_info")])
+    stim = stim.set_index("nsdId", drop=False).sort_index()
+    _, _, shared_ids = trials_from_expdesign(paths[nsd_file("expdesign")], spec.subjects[0])
+
+    per_subject, all_ids = {}, []
+    for s in spec.subjects:
+        nsd_id, session = _subject_trials(spec, s, paths, shared_ids)
+        keep, train_ids, test_ids = select_trials(
+            nsd_id, session, shared_ids, spec.sessions_of(s), spec.n_train, spec.test,
+            random_state=spec.random_state)
+        if not keep.any():
+            raise ValueError(f"subj{s:02d}: no trial matches the selection {asdict(spec)}.")
+        per_subject[s] = (nsd_id, session, keep, train_ids, test_ids)
+        all_ids.append(np.concatenate([train_ids, test_ids]))
+    ids = np.unique(np.concatenate(all_ids))
+    row_of = {int(i): r for r, i in enumerate(ids)}
+
+    subjects, bytes_by = {}, {}
+    for s, (nsd_id, session, keep, train_ids, test_ids) in per_subject.items():
+        sel, vox, affine, vol_shape = _roi_voxels(spec, s, paths)
+        before = client.bytes_received
+        blocks, sess_of, img_of = [], [], []
+        for sess in tqdm(np.unique(session[keep]), desc=f"subj{s:02d} betas", disable=not progress):
+            rows = np.flatnonzero(session == sess)
+            if spec.space == "func1pt8mm":
+                B = read_volume_betas(client, base + nsd_file("betas", s, "func1pt8mm", sess),
+                                      sel, vol_shape, max_gap=max_gap)
+            else:
+                B = np.concatenate([read_surface_betas(
+                    client, base + nsd_file("betas", s, "fsaverage", sess, hemi=h), sel[h],
+                    max_gap=max_gap) for h in ("lh", "rh")], axis=1)
+            if len(B) < len(rows):
+                raise ValueError(f"subj{s:02d} session {sess}: betas hold {len(B)} trials, "
+                                 f"the design {len(rows)}.")
+            # z-score over all of the session's trials, as NSD does, then keep the selected ones
+            Z = zscore_per_session(B[:len(rows)], np.zeros(len(rows)))
+            k = keep[rows]
+            blocks.append(Z[k])
+            sess_of.append(np.full(int(k.sum()), sess))
+            img_of.append(nsd_id[rows][k])
+        bytes_by[f"subj{s:02d}_betas"] = client.bytes_received - before
+        trial_betas = np.concatenate(blocks)
+        trial_ids = np.concatenate(img_of)
+        betas, img_ids, n_trials = average_repeats(trial_betas, trial_ids)
+        if spec.ncsnr == "nsd":
+            if spec.space == "func1pt8mm":
+                nc_vol, _ = _load_labels(paths[nsd_file("ncsnr", s, "func1pt8mm")])
+                ncsnr = np.asarray(nc_vol)[tuple(sel.T)]
+            else:
+                ncsnr = np.concatenate([
+                    np.asarray(_load_labels(paths[nsd_file("ncsnr", s, "fsaverage", hemi=h)])[0]
+                               ).ravel()[sel[h]] for h in ("lh", "rh")])
+        else:
+            ncsnr = compute_ncsnr(trial_betas, trial_ids)
+        subjects[f"subj{s:02d}"] = dict(
+            image_index=np.array([row_of[int(i)] for i in img_ids]),
+            split=np.where(np.isin(img_ids, test_ids), "test", "train"),
+            betas=betas, n_trials=n_trials, trial_betas=trial_betas,
+            trial_image_index=np.array([row_of[int(i)] for i in trial_ids]),
+            trial_session=np.concatenate(sess_of), ncsnr=np.nan_to_num(ncsnr).astype(np.float32),
+            voxels=vox, affine=affine)
+
+    before = client.bytes_received
+    images = read_images(client, base + nsd_file("stimuli"), ids, max_gap=max_gap)
+    bytes_by["images"] = client.bytes_received - before
+    if spec.image_size:
+        from PIL import Image
+        images = np.stack([np.asarray(Image.fromarray(im).resize(
+            (spec.image_size, spec.image_size), Image.BICUBIC)) for im in images])
+    meta = stim.loc[ids]
+    coco_ids = meta["cocoId"].to_numpy(np.int64)
+    cap_paths = [_fetch_source(src, client, cache) for src in (captions or COCO_CAPTIONS_SOURCES)]
+    crop = np.array([[float(x) for x in re.findall(r"[-\d.eE]+", str(c))] for c in meta["cropBox"]])
+    stimuli = StimulusSet(
+        images=images, stimulus_id=ids, coco_id=coco_ids, shared=np.isin(ids, shared_ids),
+        captions=load_coco_captions(cap_paths, coco_ids),
+        attributes={"crop_box": crop, "coco_split": meta["cocoSplit"].astype(str).to_numpy()})
+    extra = {"nsd": {"base_url": base, "spec": asdict(spec), "beta_version": BETA_VERSION,
+                     "files": sorted(paths), "bytes_fetched": client.bytes_received,
+                     "bytes_by_part": bytes_by, "n_requests": client.n_requests}}
+    desc = (f"NSD {', '.join(subjects)}, {spec.roi} in {spec.space}: single-trial betas z-scored per "
+            "session, repeats averaged, shared1000 = test. Images are NSD's 425 px crops "
+            "(crop_box: the crop of the COCO original).")
+    return write_subset(target, stimuli=stimuli, subjects=subjects, source="nsd",
+                        space="fsaverage" if spec.space == "fsaverage" else spec.space,
+                        roi=spec.roi, name=spec.name, description=desc, extra=extra,
+                        overwrite=True)
+
+
+def verify(cache=None, checksum=True, subsets=True):
+    """Re-check every cached NSD file and every prepared NSD subset.
+
+    Parameters
+    ----------
+    cache : str, Path or None
+    checksum : bool
+    subsets : bool
+        Also check the subsets under ``data_dir("subsets")``.
+
+    Returns
+    -------
+    problems : dict of str to str
+        Path -> what is wrong; empty when everything is intact.
+    """
+    from .data import SubsetError, verify_subset
+    from .download import verify_file
+
+    cache = Path(cache) if cache else data_dir("nsd")
+    problems = {}
+    for meta in sorted(cache.rglob("*.meta.json")):
+        f = meta.with_name(meta.name[:-len(".meta.json")])
+        p = verify_file(f, checksum=checksum)
+        if p:
+            problems[str(f)] = p
+    for part in sorted(cache.rglob("*.part")):
+        problems[str(part)] = "interrupted download (resumed by the next download)"
+    if subsets:
+        for m in sorted(data_dir("subsets").glob("*/manifest.json")):
+            try:
+                manifest = json.loads(m.read_text())
+                if manifest.get("source") == "nsd":
+                    verify_subset(m.parent, checksum=checksum)
+            except (SubsetError, json.JSONDecodeError) as exc:
+                problems[str(m.parent)] = str(exc)
+    return problems
+
+
+def info(cache=None):
+    """What is where: bucket, cache, terms, cached files, prepared subsets.
+
+    Returns
+    -------
+    text : str
+    """
+    cache = Path(cache) if cache else data_dir("nsd")
+    files = [p for p in cache.rglob("*") if p.is_file() and not p.name.endswith((".meta.json",))
+             and not p.name.startswith(".")]
+    size = sum(p.stat().st_size for p in files)
+    agreed = (cache / ".terms_shown").exists() or os.environ.get(AGREE_ENV, "") not in ("", "0")
+    subsets = sorted(m.parent.name for m in data_dir("subsets").glob("*/manifest.json"))
+    return "\n".join([
+        f"NSD bucket:  {_base_url()}  (set ${BASE_URL_ENV} to change)",
+        f"cache:       {cache}  (set $SCALEINV_DATA to move)",
+        f"cached:      {len(files)} files, {size / 1e6:.1f} MB",
+        f"NSD terms:   {'agreed' if agreed else 'not yet agreed (see scaleinv-data download --help)'}",
+        f"subsets:     {', '.join(subsets) or '(none)'}",
+        f"ROIs:        {', '.join(ROIS)};  spaces: {', '.join(SPACES)}",
+    ])
