@@ -26,8 +26,9 @@ category            selectivity for one object category, scaled by its
                     apparent size (VTC)
 language            the words of the captions (bag of words, STS)
 attention           the number of objects and background clutter (IPS)
-default-mode        *negatively* driven by stimulation: contrast energy and
-                    number of objects (PCC, mPFC)
+default-mode        *negatively* driven by stimulation (contrast energy and
+                    number of objects), plus a voxel-specific semantic
+                    component from the captions (PCC, mPFC)
 ==================  =========================================================
 
 Each subject sees the shared test images and its own training images three
@@ -63,7 +64,7 @@ __all__ = [
 
 #: Bumped whenever the generator changes what it produces (caches and shipped
 #: demo-model weights record it, so a stale cache is never silently reused).
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 
 CATEGORIES = ("ball", "box", "tent", "star", "ring", "cross", "egg", "bar")
 SYNONYMS = {"ball": ("ball", "sphere"), "box": ("box", "cube"), "tent": ("tent", "triangle"),
@@ -523,7 +524,12 @@ def simulate_subject(cortex, features, *, random_state=0):
     if len(dmn):
         drivers = _zscore_columns(np.column_stack([features["contrast"], features["n_objects"]]))
         w = rng.uniform(0.5, 1.5, size=(2, len(dmn)))
-        signal[:, dmn] = -(drivers @ w)  # deactivated by stimulation: the polarity analyses' target
+        # Deactivated by stimulation (the polarity analyses' target), plus a voxel-specific
+        # semantic component so the patch is not one voxel copied 500 times.
+        words = _zscore_columns(features["words"])
+        idiosyncratic = _zscore_columns(words @ (rng.normal(size=(words.shape[1], len(dmn)))
+                                                 * (rng.uniform(size=(words.shape[1], len(dmn))) < 0.1)))
+        signal[:, dmn] = -_zscore_columns(drivers @ w) + 0.6 * idiosyncratic
 
     signal = _zscore_columns(signal)
     snr = np.empty(n_vox)

@@ -40,6 +40,10 @@ class CheckResult:
     def __bool__(self):
         return self.correct
 
+    def _ipython_display_(self):
+        # check() has already printed the verdict; showing the return value again is noise.
+        pass
+
     def __repr__(self):
         return ("Correct: " if self.correct else "Not yet: ") + self.message
 
