@@ -1,0 +1,72 @@
+"""Chapters: each notebook is paired with its text form, carries no outputs, is in the
+table of contents, and starts with the set-up cell that works on Colab."""
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+from jupytext.compare import compare_notebooks
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+TEXTS = sorted((ROOT / "notebooks" / "text").glob("*.md"))
+
+
+def toc_files():
+    toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [c["file"] for c in part["chapters"]]
+    return files
+
+
+def test_there_are_chapters():
+    assert NOTEBOOKS, "no chapters found in notebooks/"
+    assert {p.stem for p in NOTEBOOKS} == {p.stem for p in TEXTS}, \
+        "every notebooks/*.ipynb needs notebooks/text/<same name>.md and vice versa"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_pair_in_sync(nb_path):
+    nb = jupytext.read(nb_path)
+    text = jupytext.read(ROOT / "notebooks" / "text" / f"{nb_path.stem}.md")
+    assert nb.metadata.get("jupytext", {}).get("formats") == "ipynb,text//md:myst", \
+        f"{nb_path.name} is not paired as 'ipynb,text//md:myst'"
+    try:
+        compare_notebooks(text, nb, fmt="md:myst")
+    except Exception as exc:  # jupytext raises its own comparison errors
+        pytest.fail(f"{nb_path.name} and text/{nb_path.stem}.md disagree; run `make sync` "
+                    f"after editing the text form.\n{exc}")
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs(nb_path):
+    nb = jupytext.read(nb_path)
+    with_outputs = [i for i, c in enumerate(nb.cells) if c.get("outputs")]
+    assert not with_outputs, f"{nb_path.name} has outputs in cells {with_outputs}: strip them"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_in_table_of_contents(nb_path):
+    assert f"notebooks/{nb_path.stem}" in toc_files()
+
+
+def test_toc_entries_exist():
+    for entry in toc_files():
+        candidates = [ROOT / f"{entry}{ext}" for ext in (".ipynb", ".md")]
+        assert any(c.exists() for c in candidates), f"toc entry {entry} has no file"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_first_code_cell_is_the_setup(nb_path):
+    nb = jupytext.read(nb_path)
+    first = next(c for c in nb.cells if c.cell_type == "code").source
+    for needle in ("find_spec(\"scaleinv_utils\")", "pip", "get_device()", "DATA = "):
+        assert needle in first, f"{nb_path.name}: the first code cell lacks {needle!r}"
+
+
+def test_colab_button_configured():
+    config = yaml.safe_load((ROOT / "book" / "_config.yml").read_text())
+    assert config["launch_buttons"]["colab_url"].startswith("https://colab.research.google.com")
+    assert config["repository"]["url"].startswith("https://github.com/")
+    assert config["execute"]["execute_notebooks"] == "force"
