@@ -381,7 +381,7 @@ def download_file(url, dest, *, client=None, sha256=None, size=None, desc=None):
                     elif bar is not None:
                         bar.n = have
                     with open(part, "ab" if have else "wb") as f:
-                        for block in resp.iter_content(1 << 16):
+                        for block in resp.iter_content(1 << 14):
                             f.write(block)
                             client.bytes_received += len(block)
                             if bar is not None:

@@ -72,6 +72,9 @@ SUBJECT_SESSIONS = {1: 40, 2: 40, 3: 32, 4: 30, 5: 40, 6: 32, 7: 40, 8: 30}
 ROIS = ("nsdgeneral", "streams", "prf-visualrois", "prf-eccrois", "floc-faces", "floc-bodies",
         "floc-places", "floc-words", "cortex")
 SPACES = ("func1pt8mm", "fsaverage", "fsaverage5")
+#: Two byte ranges closer than this are fetched in one request: a few voxels' chunks
+#: (1.5 kB each in NSD) cost less than another round trip.
+MAX_GAP = 4096
 N_FSAVERAGE5 = 10242  # fsaverage's first 10,242 vertices are fsaverage5's
 
 NSD_TERMS = """\
@@ -373,31 +376,29 @@ def _chunk_reader(dset):
     return decode
 
 
-def _read_chunks(client, url, dataset, chunk_starts, max_gap=1 << 16):
-    """Read whole HDF5 chunks by their start coordinates with coalesced range requests.
+def _read_chunks(client, url, d, chunk_starts, max_gap=MAX_GAP):
+    """Read whole chunks of an open HDF5 dataset by their start coordinates.
+
+    The chunk index is looked up through ``d`` (opened on a RangeFile, so only
+    the index nodes on the way are fetched); the chunks' bytes are then
+    fetched with coalesced range requests.
 
     Returns
     -------
     chunks : dict of tuple to ndarray of the chunk's shape
     """
-    import h5py
-    from .download import RangeFile
-
-    with RangeFile(url, client) as rf, h5py.File(rf, "r") as f:
-        d = f[dataset]
-        if d.chunks is None:  # contiguous: every "chunk" is one row of the first axis
-            base, row = d.id.get_offset(), int(np.prod(d.shape[1:])) * d.dtype.itemsize
-            starts = list(chunk_starts)
-            blobs = client.read_ranges(url, [(base + c[0] * row, row) for c in starts], max_gap=max_gap)
-            return {c: np.frombuffer(b, d.dtype).reshape((1,) + d.shape[1:])
-                    for c, b in zip(starts, blobs)}
-        decode = _chunk_reader(d)
-        starts = list(chunk_starts)
-        if decode is None:
-            return {c: d[tuple(slice(s, s + n) for s, n in zip(c, d.chunks))] for c in starts}
-        infos = [d.id.get_chunk_info_by_coord(tuple(int(x) for x in c)) for c in starts]
-        blobs = client.read_ranges(url, [(i.byte_offset, i.size) for i in infos], max_gap=max_gap)
-        return {c: decode(b, i.filter_mask) for c, b, i in zip(starts, blobs, infos)}
+    starts = list(chunk_starts)
+    if d.chunks is None:  # contiguous: every "chunk" is one row of the first axis
+        base, row = d.id.get_offset(), int(np.prod(d.shape[1:])) * d.dtype.itemsize
+        blobs = client.read_ranges(url, [(base + c[0] * row, row) for c in starts], max_gap=max_gap)
+        return {c: np.frombuffer(b, d.dtype).reshape((1,) + d.shape[1:])
+                for c, b in zip(starts, blobs)}
+    decode = _chunk_reader(d)
+    if decode is None:
+        return {c: d[tuple(slice(s, s + n) for s, n in zip(c, d.chunks))] for c in starts}
+    infos = [d.id.get_chunk_info_by_coord(tuple(int(x) for x in c)) for c in starts]
+    blobs = client.read_ranges(url, [(i.byte_offset, i.size) for i in infos], max_gap=max_gap)
+    return {c: decode(b, i.filter_mask) for c, b, i in zip(starts, blobs, infos)}
 
 
 def _volume_order(h5_shape, vol_shape):
@@ -409,7 +410,8 @@ def _volume_order(h5_shape, vol_shape):
     raise ValueError(f"betas of shape {h5_shape} do not match the ROI volume {vol_shape}.")
 
 
-def read_volume_betas(client, url, ijk, vol_shape, dataset="betas", max_gap=1 << 16):
+def read_volume_betas(client, url, ijk, vol_shape, dataset="betas", max_gap=None,
+                      block_size=1024):
     """Single-trial betas of some voxels of an NSD volume HDF5 file, by range requests.
 
     NSD stores each session's betas chunked so that one voxel's trials form
@@ -424,6 +426,11 @@ def read_volume_betas(client, url, ijk, vol_shape, dataset="betas", max_gap=1 <<
         Voxel indices in the NIfTI (ROI file) orientation.
     vol_shape : tuple of 3 int
         Shape of the ROI volume.
+    dataset : str
+    max_gap : int or None
+        Chunks closer than this many bytes are fetched in one request (default MAX_GAP).
+    block_size : int
+        Granularity of metadata reads (HDF5 index nodes are a few kB).
 
     Returns
     -------
@@ -433,19 +440,20 @@ def read_volume_betas(client, url, ijk, vol_shape, dataset="betas", max_gap=1 <<
     import h5py
     from .download import RangeFile
 
+    max_gap = MAX_GAP if max_gap is None else max_gap
     ijk = np.asarray(ijk, dtype=np.int64).reshape(-1, 3)
-    with RangeFile(url, client) as rf, h5py.File(rf, "r") as f:
+    with RangeFile(url, client, block_size=block_size) as rf, h5py.File(rf, "r") as f:
         d = f[dataset]
         shape, chunks, dtype = d.shape, d.chunks, d.dtype
-    order = _volume_order(shape, vol_shape)
-    coords = ijk[:, ::-1] if order == "reversed" else ijk
-    n_trials = shape[0]
-    if chunks is None:
-        raise ValueError(f"{url}: 'betas' is not chunked; range reads per voxel need chunks.")
-    starts = (coords // np.asarray(chunks[1:])) * np.asarray(chunks[1:])
-    t_starts = range(0, n_trials, chunks[0])
-    keys = sorted({(t,) + tuple(int(x) for x in s) for s in starts for t in t_starts})
-    got = _read_chunks(client, url, dataset, keys, max_gap=max_gap)
+        order = _volume_order(shape, vol_shape)
+        coords = ijk[:, ::-1] if order == "reversed" else ijk
+        n_trials = shape[0]
+        if chunks is None:
+            raise ValueError(f"{url}: 'betas' is not chunked; range reads per voxel need chunks.")
+        starts = (coords // np.asarray(chunks[1:])) * np.asarray(chunks[1:])
+        t_starts = range(0, n_trials, chunks[0])
+        keys = sorted({(t,) + tuple(int(x) for x in s) for s in starts for t in t_starts})
+        got = _read_chunks(client, url, d, keys, max_gap=max_gap)
     out = np.empty((n_trials, len(coords)), dtype=np.float32)
     for v, (c, s) in enumerate(zip(coords, starts)):
         inner = tuple(int(x) for x in (c - s))
@@ -461,7 +469,7 @@ def read_volume_betas(client, url, ijk, vol_shape, dataset="betas", max_gap=1 <<
 _MGH_DTYPES = {0: ">u1", 1: ">i4", 3: ">f4", 4: ">i2"}
 
 
-def read_surface_betas(client, url, vertices, max_gap=1 << 16):
+def read_surface_betas(client, url, vertices, max_gap=MAX_GAP):
     """Single-trial betas of some vertices of an NSD fsaverage .mgh file, by range requests.
 
     An MGH file stores, after a 284-byte header, every vertex of trial 1,
@@ -497,7 +505,7 @@ def read_surface_betas(client, url, vertices, max_gap=1 << 16):
     return out
 
 
-def read_images(client, url, nsd_ids, dataset="imgBrick", max_gap=1 << 16):
+def read_images(client, url, nsd_ids, dataset="imgBrick", max_gap=MAX_GAP):
     """Images of nsd_stimuli.hdf5, fetching only their chunks.
 
     Parameters
@@ -515,11 +523,11 @@ def read_images(client, url, nsd_ids, dataset="imgBrick", max_gap=1 << 16):
     from .download import RangeFile
 
     nsd_ids = np.asarray(nsd_ids, dtype=np.int64)
-    with RangeFile(url, client) as rf, h5py.File(rf, "r") as f:
+    with RangeFile(url, client, block_size=1024) as rf, h5py.File(rf, "r") as f:
         d = f[dataset]
         shape, c0 = d.shape, (d.chunks or (1,))[0]
-    keys = sorted({(int(i // c0 * c0), 0, 0, 0) for i in nsd_ids})
-    got = _read_chunks(client, url, dataset, keys, max_gap=max_gap)
+        keys = sorted({(int(i // c0 * c0), 0, 0, 0) for i in nsd_ids})
+        got = _read_chunks(client, url, d, keys, max_gap=max_gap)
     out = np.empty((len(nsd_ids),) + tuple(shape[1:]), dtype=np.uint8)
     for n, i in enumerate(nsd_ids):
         out[n] = got[(int(i // c0 * c0), 0, 0, 0)][i % c0]
@@ -737,7 +745,7 @@ def _subject_trials(spec, subject, paths, shared):
 
 
 def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
-            overwrite=False, captions=None, client=None, progress=True, max_gap=1 << 16):
+            overwrite=False, captions=None, client=None, progress=True, max_gap=None):
     """Build a real NSD subset end to end and write it in the subset format.
 
     Re-running with a complete subset in place is a no-op.
@@ -758,8 +766,9 @@ def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
         COCO caption sources (URLs or paths; JSON or zip). Default COCO_CAPTIONS_SOURCES.
     client : HTTPClient or None
     progress : bool
-    max_gap : int
-        Largest gap (bytes) between two ranges fetched in one request.
+    max_gap : int or None
+        Largest gap (bytes) between two ranges fetched in one request
+        (default MAX_GAP): larger means fewer requests but more wasted bytes.
 
     Returns
     -------
@@ -774,6 +783,7 @@ def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
     from .reliability import average_repeats, compute_ncsnr, zscore_per_session
 
     check_terms(agree_terms)
+    max_gap = MAX_GAP if max_gap is None else max_gap
     out = Path(out_dir) if out_dir else data_dir("subsets")
     target = out / spec.name
     if target.exists() and not overwrite:

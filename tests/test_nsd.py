@@ -1,0 +1,238 @@
+"""Real-NSD subsets built end to end against a miniature NSD bucket on 127.0.0.1."""
+import numpy as np
+import pytest
+
+from nsd_fixtures import NSDServer, make_nsd_tree
+from scaleinv_utils import load_subset, nsd
+from scaleinv_utils.cli import main
+from scaleinv_utils.download import DownloadError, HTTPClient
+from scaleinv_utils.reliability import zscore_per_session
+
+TPS = 60  # trials per session in the fixture (NSD: 750)
+
+
+@pytest.fixture(scope="module")
+def volume_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nsd_volume")
+    return root, make_nsd_tree(root, trials_per_session=TPS)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALEINV_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("SCALEINV_NSD_AGREE", raising=False)
+    return tmp_path / "data"
+
+
+def build(srv, root, **kw):
+    spec = nsd.NSDSpec(**{"subjects": [1], "n_train": 10, "trials_per_session": TPS, **kw})
+    client = HTTPClient(progress=False, backoff=0.001, timeout=5)
+    path = nsd.prepare(spec, agree_terms=True, base_url=srv.url, client=client, progress=False,
+                       captions=[srv.url + "coco/captions_train2017.json"])
+    return path, client
+
+
+def test_volume_subset_end_to_end(volume_tree, env, capsys):
+    root, truth = volume_tree
+    with NSDServer(root) as srv:
+        path, client = build(srv, root)
+        assert "Terms" in capsys.readouterr().out  # terms shown before the first download
+        assert client.bytes_received <= srv.bytes_sent
+    subset = load_subset(path, verify=True)
+    assert subset.source == "nsd" and subset.space == "func1pt8mm"
+    st, sub, t = subset.stimuli, subset.subject(1), truth["subjects"][1]
+
+    # every shared image of the sessions is a test image; 10 training images
+    assert set(st.stimulus_id[st.shared]) == set(truth["shared"])
+    assert sub.test.sum() == len(truth["shared"]) and sub.train.sum() == 10
+    np.testing.assert_array_equal(st.images, truth["images"][st.stimulus_id])
+    np.testing.assert_array_equal(st.coco_id, truth["coco"][st.stimulus_id])
+    for cid, caps in zip(st.coco_id, st.captions):
+        assert caps == truth["captions"][int(cid)][:5]
+
+    # trials: the right images, z-scored over all of their session's trials, ROI voxels only
+    ijk = sub.voxels.ijk
+    assert len(ijk) == t["mask"].sum() and t["mask"][tuple(ijk.T)].all()
+    trial_ids = st.stimulus_id[sub.trial_image_index]
+    for sess in np.unique(sub.trial_session):
+        rows = np.flatnonzero(t["session"] == sess)
+        z = zscore_per_session(t["raw"][sess][(slice(None),) + tuple(ijk.T)] / 300.0,
+                               np.zeros(len(rows)))
+        keep = np.isin(t["nsd_id"][rows], st.stimulus_id[sub.image_index])
+        mine = sub.trial_session == sess
+        np.testing.assert_array_equal(trial_ids[mine], t["nsd_id"][rows][keep])
+        np.testing.assert_allclose(sub.trial_betas[mine], z[keep], atol=1e-5)
+    assert (sub.n_trials == 3).all()
+    for row, img in enumerate(sub.image_index[:5]):
+        np.testing.assert_allclose(sub.betas[row], sub.trial_betas[sub.trial_image_index == img]
+                                   .mean(0), atol=1e-5)
+    np.testing.assert_allclose(sub.ncsnr, t["ncsnr"][tuple(ijk.T)])
+    np.testing.assert_allclose(sub.affine, t["affine"])
+    assert set(sub.voxels.network) <= {"early", "midventral", "midlateral", "midparietal",
+                                       "ventral", "lateral", "parietal", "other"}
+    assert "V1v" in set(sub.voxels.roi)
+
+
+def test_rerun_is_a_noop(volume_tree, env):
+    root, truth = volume_tree
+    with NSDServer(root) as srv:
+        build(srv, root)
+        n_req, sent = len(srv.requests), srv.bytes_sent
+        build(srv, root)
+        assert (len(srv.requests), srv.bytes_sent) == (n_req, sent)
+
+
+def test_volume_range_reads_fetch_only_roi_chunks(tmp_path):
+    # NSD-sized chunks (750 trials of one voxel) in a small volume, ROI = 10% of it
+    truth = make_nsd_tree(tmp_path, n_sessions=1, trials_per_session=750, n_subject_images=250,
+                          roi_fraction=0.1)
+    t = truth["subjects"][1]
+    ijk = np.argwhere(t["mask"])
+    rel = nsd.nsd_file("betas", 1, session=1)
+    with NSDServer(tmp_path) as srv:
+        client = HTTPClient(progress=False)
+        B = nsd.read_volume_betas(client, srv.url + rel, ijk, t["mask"].shape)
+    np.testing.assert_allclose(B, t["raw"][1][(slice(None),) + tuple(ijk.T)] / 300.0, rtol=1e-6)
+    needed = len(ijk) * 750 * 2
+    assert client.bytes_received == srv.bytes_sent
+    assert srv.bytes_sent < 2 * needed < (tmp_path / rel).stat().st_size / 4
+
+
+def test_fault_injection_ends_in_the_same_subset(volume_tree, env, tmp_path):
+    root, _ = volume_tree
+    with NSDServer(root) as srv:
+        clean, _ = build(srv, root, name="clean")
+        ref = load_subset(clean).subject(1)
+    env2 = tmp_path / "faulty"
+    import os
+    os.environ["SCALEINV_DATA"] = str(env2)
+    with NSDServer(root) as srv:
+        srv.faults["nsddata/experiments/nsd/nsd_expdesign.mat"] = ["drop:100", "500"]
+        srv.faults["nsddata/experiments/nsd/nsd_stim_info_merged.csv"] = ["truncate:50"]
+        srv.faults["nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/"
+                   "betas_session02.hdf5"] = ["500", "drop:30"]
+        srv.faults["nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"] = ["truncate:10"]
+        path, _ = build(srv, root, name="clean")
+    got = load_subset(path, verify=True).subject(1)
+    np.testing.assert_array_equal(got.trial_betas, ref.trial_betas)
+    np.testing.assert_array_equal(got.betas, ref.betas)
+
+
+def test_interrupted_prepare_leaves_no_subset_and_resumes(volume_tree, env):
+    root, _ = volume_tree
+    with NSDServer(root) as srv:
+        srv.missing.add("nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5")
+        with pytest.raises(DownloadError, match="404"):
+            build(srv, root)
+        subsets = env / "subsets"
+        assert not list(subsets.glob("*/manifest.json"))  # nothing that looks complete
+        assert not list(subsets.glob(".*"))               # no half-written directory either
+        assert nsd.verify() == {}
+        small = srv.bytes_sent
+        srv.missing.clear()
+        srv.requests.clear()
+        path, _ = build(srv, root)
+        # the small files were cached by the first run and are not fetched again
+        assert not any(r[1].endswith((".csv", ".mat", ".nii.gz")) and r[0] == "GET"
+                       for r in srv.requests)
+        assert small > 0
+    assert load_subset(path).subject(1).betas.shape[0] == 30
+
+
+def test_terms_must_be_agreed_before_any_request(volume_tree, env, monkeypatch):
+    root, _ = volume_tree
+    spec = nsd.NSDSpec(trials_per_session=TPS)
+    with NSDServer(root) as srv:
+        with pytest.raises(nsd.TermsNotAccepted, match="naturalscenesdataset.org"):
+            nsd.prepare(spec, base_url=srv.url, progress=False)
+        with pytest.raises(nsd.TermsNotAccepted):
+            nsd.download(spec, base_url=srv.url, progress=False)
+        assert srv.requests == []
+        monkeypatch.setenv("SCALEINV_NSD_AGREE", "1")
+        paths = nsd.download(spec, base_url=srv.url, progress=False)
+    assert all(p.is_file() for p in paths.values())
+
+
+def test_responses_tsv_gives_the_same_trials(volume_tree, env):
+    root, truth = volume_tree
+    t = truth["subjects"][1]
+    nsd_id, session, shared = nsd.trials_from_expdesign(
+        root / nsd.nsd_file("expdesign"), 1, trials_per_session=TPS)
+    nsd_id2, session2 = nsd.trials_from_responses(root / nsd.nsd_file("responses", 1))
+    np.testing.assert_array_equal(nsd_id, t["nsd_id"])
+    np.testing.assert_array_equal(nsd_id2, nsd_id)
+    np.testing.assert_array_equal(session2, session)
+    np.testing.assert_array_equal(np.sort(shared), truth["shared"])
+
+
+def test_select_trials():
+    nsd_id = np.array([1, 2, 3, 1, 2, 3, 4, 4, 5])
+    session = np.array([1, 1, 1, 2, 2, 2, 3, 3, 3])
+    keep, train, test = nsd.select_trials(nsd_id, session, [1], sessions=[1, 2], n_train=1,
+                                          random_state=0)
+    assert list(test) == [1] and len(train) == 1 and train[0] in (2, 3)
+    assert keep.sum() == 4 and not keep[6:].any()
+    keep, train, test = nsd.select_trials(nsd_id, session, [1], sessions=[1, 2, 3], test=False)
+    assert len(test) == 0 and list(train) == [2, 3, 4, 5]
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError, match="subjects must be NSD subjects 1..8"):
+        nsd.NSDSpec(subjects=[9])
+    with pytest.raises(ValueError, match="space must be one of"):
+        nsd.NSDSpec(space="MNI")
+    with pytest.raises(ValueError, match="roi must be one of"):
+        nsd.NSDSpec(roi="V1")
+    with pytest.raises(ValueError, match="no image"):
+        nsd.NSDSpec(test=False, n_train=0)
+    assert nsd.NSDSpec(subjects=2, roi="streams").name == "nsd-subj02-streams-train1000"
+    with pytest.raises(ValueError, match="hemi"):
+        nsd.nsd_file("betas", 1, "fsaverage", session=1)
+
+
+def test_file_names_follow_nsd_layout():
+    assert nsd.nsd_file("betas", 1, "func1pt8mm", session=3) == (
+        "nsddata_betas/ppdata/subj01/func1pt8mm/betas_fithrf_GLMdenoise_RR/betas_session03.hdf5")
+    assert nsd.nsd_file("betas", 5, "fsaverage5", session=40, hemi="rh") == (
+        "nsddata_betas/ppdata/subj05/fsaverage/betas_fithrf_GLMdenoise_RR/rh.betas_session40.mgh")
+    assert nsd.nsd_file("roi", 2, roi="floc-faces") == "nsddata/ppdata/subj02/func1pt8mm/roi/floc-faces.nii.gz"
+    assert nsd.nsd_file("stimuli") == "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"
+
+
+def test_surface_fsaverage5_subset(tmp_path, env):
+    root = tmp_path / "surf"
+    truth = make_nsd_tree(root, trials_per_session=30, n_sessions=2, n_subject_images=20,
+                          n_shared=8, n_images=60, surface=True, n_vertices=10300)
+    with NSDServer(root) as srv:
+        spec = nsd.NSDSpec(subjects=[1], space="fsaverage5", n_train=5, trials_per_session=30)
+        path = nsd.prepare(spec, agree_terms=True, base_url=srv.url, progress=False,
+                           client=HTTPClient(progress=False, backoff=0.001),
+                           captions=[srv.url + "coco/captions_train2017.json"])
+    subset = load_subset(path)
+    sub, t = subset.subject(1), truth["subjects"][1]
+    assert subset.space == "fsaverage5" and (sub.voxels.vertex < nsd.N_FSAVERAGE5).all()
+    lh = sub.voxels.hemi == "lh"
+    np.testing.assert_array_equal(sub.voxels.vertex[lh], np.flatnonzero(t["mask"]["lh"][:10242]))
+    rows = t["session"] == 1
+    z = zscore_per_session(t["raw"]["lh"][1][:, sub.voxels.vertex[lh]], np.zeros(rows.sum()))
+    keep = np.isin(t["nsd_id"][rows], subset.stimuli.stimulus_id[sub.image_index])
+    np.testing.assert_allclose(sub.trial_betas[sub.trial_session == 1][:, lh], z[keep], atol=1e-5)
+    np.testing.assert_allclose(sub.ncsnr[lh], t["ncsnr"]["lh"][sub.voxels.vertex[lh]])
+
+
+def test_cli(volume_tree, env, capsys):
+    root, _ = volume_tree
+    with NSDServer(root) as srv:
+        base = ["--base-url", srv.url, "--quiet", "--n-train", "5"]
+        assert main(["download"] + base) == 2
+        assert "Terms" in capsys.readouterr().err
+        assert main(["prepare", "--agree-nsd-terms", "--captions",
+                     srv.url + "coco/captions_train2017.json"] + base) == 1  # 750 trials/session
+        assert "trials" in capsys.readouterr().err
+    assert main(["info"]) == 0
+    assert "natural-scenes-dataset" in capsys.readouterr().out
+    assert main(["verify"]) == 0
+    meta = next(env.rglob("*.csv"))
+    meta.write_text("damaged")
+    assert main(["verify"]) == 1
+    assert "PROBLEM" in capsys.readouterr().out
