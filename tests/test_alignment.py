@@ -1,0 +1,61 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from scaleinv_utils.alignment import load_table, relate, save_table
+
+
+def test_matches_scipy_spearman_and_pearson():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=12), rng.normal(size=12)
+    assert relate(x, y, random_state=0).statistic == pytest.approx(stats.spearmanr(x, y)[0])
+    assert relate(x, y, method="pearson", random_state=0).statistic == pytest.approx(stats.pearsonr(x, y)[0])
+
+
+def test_recovers_planted_relation():
+    rng = np.random.default_rng(1)
+    invariance = rng.normal(size=30)
+    alignment = 0.9 * invariance + 0.3 * rng.normal(size=30)
+    rel = relate(invariance, alignment, n_permutations=1999, random_state=0)
+    assert rel.statistic == pytest.approx(stats.spearmanr(invariance, alignment)[0])
+    assert rel.statistic > 0.6 and rel.p_value < 0.01
+    assert rel.ci_low > 0.3 and rel.ci_low <= rel.statistic <= rel.ci_high
+
+
+def test_nominal_false_positive_rate_for_independent_scores():
+    rng = np.random.default_rng(2)
+    p = np.array([relate(rng.normal(size=10), rng.normal(size=10), n_permutations=499,
+                         n_bootstrap=10, random_state=i).p_value for i in range(300)])
+    rate = np.mean(p < 0.05)
+    assert 0.02 <= rate <= 0.09, rate
+    # Under the null, p-values are roughly uniform.
+    assert 0.4 < np.mean(p < 0.5) < 0.6
+
+
+def test_permutation_p_matches_exact_for_perfect_rank_order():
+    # With 6 models in perfect order, the exact two-sided p is 2/720.
+    rel = relate(np.arange(6), np.arange(6) ** 2, n_permutations=50000, random_state=0)
+    assert rel.statistic == pytest.approx(1.0)
+    assert rel.p_value == pytest.approx(2 / 720, abs=0.002)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="at least 4 samples"):
+        relate([1, 2, 3], [1, 2, 3])
+    with pytest.raises(ValueError, match="same n_samples"):
+        relate([1, 2, 3, 4], [1, 2, 3, 4, 5])
+    with pytest.raises(ValueError, match="constant"):
+        relate([1, 1, 1, 1], [1, 2, 3, 4])
+    with pytest.raises(ValueError, match="NaN"):
+        relate([1, 2, np.nan, 4], [1, 2, 3, 4])
+    with pytest.raises(ValueError, match="method"):
+        relate([1, 2, 3, 4], [1, 2, 3, 4], method="kendall")
+
+
+def test_table_roundtrip(tmp_path):
+    table = pd.DataFrame({"stability": [0.1, 0.2], "alignment": [0.3, 0.4]}, index=["a", "b"])
+    path = save_table(table, tmp_path / "results" / "models.csv")
+    pd.testing.assert_frame_equal(load_table(path), table)
+    with pytest.raises(FileNotFoundError, match="compute it first"):
+        load_table(tmp_path / "nothing.csv")
