@@ -9,13 +9,18 @@ BIN := $(VENV)/bin
 # this pair is known to work on Linux x86_64 and is on the CI machine's disk.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BOOK_HTML := _build/html
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+# pip lists every local index folder it skips; keep the log readable.
+QUIET_PIP := grep -v "^WARNING: Location" || true
 
 .PHONY: venv book test unit sync sync-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -e ".[book,test]"
+	$(BIN)/python -m pip install -q $(TORCH_SPEC) 2>&1 | { $(QUIET_PIP); }
+	$(BIN)/python -m pip install -q -e ".[book,test]" 2>&1 | { $(QUIET_PIP); }
+	$(BIN)/python -c "import torch, torchvision, open_clip, scaleinv_utils"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -27,8 +32,10 @@ sync-check: venv  ## fail when a notebook and its text form disagree
 	$(BIN)/python -m pytest -q tests/test_notebooks.py
 
 book: venv sync-check
-	rm -rf _build/html _build/jupyter_execute
-	$(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml --keep-going
+	rm -rf _build/html _build/jupyter_execute _build/chapter_numbers.jsonl
+	mkdir -p _build
+	SCALEINV_RECORD=$(CURDIR)/_build/chapter_numbers.jsonl \
+	  $(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml --keep-going
 	@test -f $(BOOK_HTML)/index.html && echo "Book built: $(BOOK_HTML)/index.html"
 
 unit: venv  ## the unit tests only (no book build)

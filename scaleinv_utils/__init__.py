@@ -9,6 +9,7 @@ so ``import scaleinv_utils`` stays fast and never imports torch.
 from .config import data_dir, get_device
 from .data import load_subset, write_subset, verify_subset, Subset, SubjectData, SubsetError
 from .neighbors import nearest_neighbors, scale_grid, NeighborGraph
+from .record import record
 from .reliability import compute_ncsnr, noise_ceiling, zscore_per_session, average_repeats
 
 __version__ = "0.1.0"
@@ -16,5 +17,5 @@ __version__ = "0.1.0"
 __all__ = [
     "data_dir", "get_device", "load_subset", "write_subset", "verify_subset", "Subset",
     "SubjectData", "SubsetError", "nearest_neighbors", "scale_grid", "NeighborGraph",
-    "compute_ncsnr", "noise_ceiling", "zscore_per_session", "average_repeats",
+    "record", "compute_ncsnr", "noise_ceiling", "zscore_per_session", "average_repeats",
 ]
