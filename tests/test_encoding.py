@@ -257,3 +257,34 @@ def test_backend_is_restored():
         set_backend("numpy")
     assert enc.resolve_backend("torch") == "torch"
     assert enc.resolve_backend() in ("numpy", "torch_cuda")
+
+
+def test_exercise_checks_accept_right_and_reject_wrong_answers():
+    from scaleinv_utils.exercises import check
+
+    s = np.array([0.5, 1.0, 2.0])
+    nc_right = 100 * s ** 2 / (s ** 2 + 1 / 3)
+    assert check("encoding.ex1", nc_right, verbose=False, ncsnr=s, n_trials=3)
+    assert not check("encoding.ex1", nc_right / 100, verbose=False, ncsnr=s, n_trials=3)
+    assert not check("encoding.ex1", 100 * s ** 2 / (s ** 2 + 1), verbose=False, ncsnr=s, n_trials=3)
+    assert not check("encoding.ex1", ..., verbose=False, ncsnr=s, n_trials=3)
+
+    r2, nc = np.array([0.1, 0.3]), np.array([20.0, 60.0])
+    assert check("encoding.ex2", r2 / (nc / 100), verbose=False, r2=r2, noise_ceiling=nc)
+    res = check("encoding.ex2", r2 / nc, verbose=False, r2=r2, noise_ceiling=nc)
+    assert not res and "percent" in res.message
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 4)), rng.normal(size=30)
+    w = np.linalg.solve(X.T @ X + 5 * np.eye(4), X.T @ y)
+    assert check("encoding.ex3", w, verbose=False, X=X, y=y, alpha=5.0)
+    res = check("encoding.ex3", np.linalg.lstsq(X, y, rcond=None)[0], verbose=False, X=X, y=y, alpha=5.0)
+    assert not res and "least-squares" in res.message
+
+    best = np.array([0, 1, 1, 2, 1])
+    net = np.array(["a", "a", "b", "b", "b"])
+    kw = dict(best_layer=best, network=net, layer=1, which="a")
+    assert check("encoding.ex4", 0.5, verbose=False, **kw)
+    assert not check("encoding.ex4", 50, verbose=False, **kw)
+    res = check("encoding.ex4", 0.6, verbose=False, **kw)
+    assert not res and "all voxels" in res.message
