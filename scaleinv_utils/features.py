@@ -441,7 +441,8 @@ def _save_atomic(path, arr, key):
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
     os.close(fd)
     try:
-        np.save(tmp, arr)
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a name
+            np.save(f, arr)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
