@@ -265,7 +265,7 @@ def _unit_columns(A, name):
     return A / norms
 
 
-def learn_atoms(activity, n_atoms, *, alpha=0.1, method="batch", max_iter=200, batch_size=64,
+def learn_atoms(activity, n_atoms, *, alpha=0.1, method="batch", max_iter=200, batch_size=16,
                 random_state=None):
     """Sparse dictionary learning over the stimulus x AN matrix.
 
@@ -293,7 +293,8 @@ def learn_atoms(activity, n_atoms, *, alpha=0.1, method="batch", max_iter=200, b
         ``MiniBatchDictionaryLearning`` (for many ANs).
     max_iter : int
     batch_size : int
-        Mini-batch size (``method="minibatch"`` only).
+        Mini-batch size in ANs (``method="minibatch"`` only); keep it well below n_ans,
+        or each epoch is one batch and learning stops early.
     random_state : int or None
         Seeds scikit-learn's initialisation and the order of mini-batches.
 
