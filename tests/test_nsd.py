@@ -236,3 +236,23 @@ def test_cli(volume_tree, env, capsys):
     meta.write_text("damaged")
     assert main(["verify"]) == 1
     assert "PROBLEM" in capsys.readouterr().out
+
+
+def test_exercise_checks_accept_right_and_reject_wrong_answers():
+    from scaleinv_utils.exercises import check
+    from scaleinv_utils.reliability import compute_ncsnr, noise_ceiling
+
+    rng = np.random.default_rng(0)
+    s = rng.uniform(0, 1, 50)
+    assert check("nsd.ex1", (noise_ceiling(s, 1), noise_ceiling(s, 3)), ncsnr=s, verbose=False)
+    assert not check("nsd.ex1", (noise_ceiling(s, 3), noise_ceiling(s, 1)), ncsnr=s, verbose=False)
+    assert not check("nsd.ex1", (noise_ceiling(s, 1) / 100, noise_ceiling(s, 3) / 100), ncsnr=s,
+                     verbose=False)
+    img = np.repeat(np.arange(30), 3)
+    B = rng.standard_normal((30, 20))[img] + rng.standard_normal((90, 20))
+    assert check("nsd.ex2", compute_ncsnr(B, img), trial_betas=B, trial_image=img, verbose=False)
+    assert not check("nsd.ex2", compute_ncsnr(B, img) * 1.3, trial_betas=B, trial_image=img,
+                     verbose=False)
+    assert check("nsd.ex3", 16, ncsnr=0.5, target=80, verbose=False)
+    assert not check("nsd.ex3", 1 / 16, ncsnr=0.5, target=80, verbose=False)
+    assert not check("nsd.ex3", ..., ncsnr=0.5, target=80, verbose=False)
