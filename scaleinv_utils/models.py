@@ -102,7 +102,7 @@ class ModelInfo:
 
 
 def _clip(name, arch, tag, family, n_params, dataset, n_pairs, seen, fusion="dual",
-          reference="radford2021clip", description=""):
+          reference="radford2021learning", description=""):
     return ModelInfo(name=name, kind="pretrained", source="open_clip", architecture=arch,
                      weights=tag, family=family, n_params=n_params, pretraining_dataset=dataset,
                      n_pretraining_pairs=n_pairs, n_pretraining_images=n_pairs,
@@ -132,7 +132,7 @@ _PRETRAINED = (
     _clip("clip-vit-b-32-laion400m", "ViT-B-32", "laion400m_e32", "ViT", 151,
           "LAION-400M", 400_000_000, 12_800_000_000, reference="schuhmann2021laion400m"),
     _clip("clip-vit-b-32-openai", "ViT-B-32", "openai", "ViT", 151,
-          "OpenAI WIT (private)", 400_000_000, 12_800_000_000, reference="radford2021clip"),
+          "OpenAI WIT (private)", 400_000_000, 12_800_000_000, reference="radford2021learning"),
     _clip("clip-vit-b-32-datacomp-xl", "ViT-B-32", "datacomp_xl_s13b_b90k", "ViT", 151,
           "DataComp-1B (filtered)", 1_400_000_000, 13_000_000_000, reference="gadre2023datacomp"),
     _clip("clip-vit-b-32-laion2b", "ViT-B-32", "laion2b_s34b_b79k", "ViT", 151,
@@ -144,7 +144,7 @@ _PRETRAINED = (
     _clip("clip-vit-h-14-laion2b", "ViT-H-14", "laion2b_s32b_b79k", "ViT", 986,
           "LAION-2B (English)", 2_320_000_000, 32_000_000_000, reference="schuhmann2022laion5b"),
     _clip("clip-rn50-openai", "RN50", "openai", "ResNet", 102,
-          "OpenAI WIT (private)", 400_000_000, 12_800_000_000, reference="radford2021clip",
+          "OpenAI WIT (private)", 400_000_000, 12_800_000_000, reference="radford2021learning",
           description="convolutional image tower (no attention heads in its blocks)"),
     _clip("clip-convnext-base-w-laion2b", "convnext_base_w", "laion2b_s13b_b82k", "ConvNeXt", 179,
           "LAION-2B (English)", 2_320_000_000, 13_000_000_000, reference="schuhmann2022laion5b",
@@ -232,7 +232,7 @@ def _demo_info(name, record=None):
         has_language=variant == "clip", has_vision=True,
         fusion="dual" if variant != "vision" else "unimodal",
         modalities=("image",) if variant == "vision" else ("image", "text"),
-        reference="radford2021clip", description=desc)
+        reference="radford2021learning", description=desc)
 
 
 def _catalogue(weights_dir=None):
@@ -844,7 +844,7 @@ def _train_clip(arch, tokenizer, images, captions, *, steps, batch_size, lr, see
         with torch.no_grad():  # CLIP clamps the temperature at 100
             model.logit_scale.clamp_(0, math.log(100))
     model.eval()
-    return model, float(loss)
+    return model, float(loss.detach())
 
 
 def _train_vision_only(arch, images, labels, n_classes, *, steps, batch_size, lr, seed, progress):
@@ -868,7 +868,7 @@ def _train_vision_only(arch, images, labels, n_classes, *, steps, batch_size, lr
         loss.backward()
         opt.step()
     model.eval()
-    return model, float(loss)
+    return model, float(loss.detach())
 
 
 def _save_state(module, path):
