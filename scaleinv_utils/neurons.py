@@ -330,13 +330,21 @@ def learn_atoms(activity, n_atoms, *, alpha=0.1, method="batch", max_iter=200, b
                                             max_iter=max_iter, batch_size=batch_size,
                                             fit_algorithm="cd", transform_algorithm="lasso_cd",
                                             transform_alpha=alpha, random_state=seed)
+    # The objective only sees the ANs' span: the optimal atoms are combinations of the
+    # AN time courses, and an orthonormal basis V of that span keeps norms and residuals.
+    # Learning in coordinates (n_ans x rank instead of n_ans x n_samples) gives the same
+    # solution, many times faster when there are many more stimuli than ANs.
+    _, sv, Vt = np.linalg.svd(Z.T, full_matrices=False)
+    rank = max(int((sv > sv[0] * 1e-10).sum()), int(n_atoms))
+    Vt = Vt[:rank]
+    coords = Z.T @ Vt.T  # (n_ans, rank)
     with warnings.catch_warnings():
         # Coordinate descent warns about convergence on tiny penalties; the
         # reconstruction score below reports the quality that matters.
         warnings.simplefilter("ignore")
-        model.fit(Z.T)
-        code = model.transform(Z.T)  # (n_ans, n_atoms)
-    D = np.asarray(model.components_, dtype=np.float64)  # (n_atoms, n_samples)
+        model.fit(coords)
+        code = model.transform(coords)  # (n_ans, n_atoms)
+    D = np.asarray(model.components_, dtype=np.float64) @ Vt  # (n_atoms, n_samples)
     norms = np.linalg.norm(D, axis=1)
     norms[norms == 0] = 1.0
     D = D / norms[:, None]
@@ -500,6 +508,36 @@ class VoxelMaps:
     def n_negative(self):
         """ndarray of shape (n_regressors,): negatively driven BNs per regressor."""
         return self.negative.sum(axis=1)
+
+    def best_regressor(self):
+        """Index of the regressor with the largest training |stat| for each voxel.
+
+        Chosen on the training stimuli only, so the held-out score of the chosen
+        regressor (:meth:`best_r_test`) is not inflated by the choice.
+
+        Returns
+        -------
+        best : ndarray of shape (n_voxels,), int
+        """
+        return np.argmax(np.nan_to_num(np.abs(self.stat), nan=-1.0), axis=0)
+
+    def best_r_test(self):
+        """Held-out r of each voxel's model: the joint model, or the best regressor's.
+
+        Returns
+        -------
+        r : ndarray of shape (n_voxels,)
+
+        Raises
+        ------
+        ValueError
+            If the maps were fitted without test stimuli.
+        """
+        if self.r_test is None:
+            raise ValueError("these maps have no held-out scores; pass test= to map_to_voxels.")
+        if self.r_test.ndim == 1:
+            return self.r_test
+        return self.r_test[self.best_regressor(), np.arange(self.r_test.shape[1])]
 
     def bn_sets(self, q=None):
         """Positive and negative BN sets at another FDR level.
