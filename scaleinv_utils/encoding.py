@@ -233,7 +233,8 @@ def fit_encoding(X_train, Y_train, *, alphas=None, cv=5, standardize=True, fit_i
         is the training mean response.
     backend : str or None
         himalaya backend; None uses "torch_cuda" on a GPU, else "numpy".
-        The previous himalaya backend is restored afterwards.
+        The previous himalaya backend is restored afterwards. On a GPU backend
+        the data are cast to float32.
     n_targets_batch : int or None
         Voxels solved at once (limits GPU memory); None solves all at once.
     Y_in_cpu : bool
@@ -258,6 +259,9 @@ def fit_encoding(X_train, Y_train, *, alphas=None, cv=5, standardize=True, fit_i
                                                           fit_intercept)
     splitter = _make_cv(cv, Xc.shape[0], random_state)
     name = resolve_backend(backend)
+    if "cuda" in name or "mps" in name:
+        # GPUs are many times faster in float32; ridge on z-scored data does not need float64
+        Xc, Yc = Xc.astype(np.float32, copy=False), Yc.astype(np.float32, copy=False)
     with _himalaya_backend(name) as bk:
         solver_params = {"n_targets_batch": n_targets_batch, "warn": False}
         ridge = RidgeCV(alphas=alphas, cv=splitter, fit_intercept=False,
