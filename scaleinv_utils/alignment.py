@@ -17,7 +17,8 @@ from scipy import stats
 
 from ._validation import check_array, check_consistent_samples, check_random_state
 
-__all__ = ["Relation", "relate", "save_table", "load_table"]
+__all__ = ["Relation", "relate", "save_table", "load_table", "scale_invariance",
+           "brain_alignment", "alignment_table", "relate_columns"]
 
 
 @dataclass(frozen=True)
@@ -155,3 +156,193 @@ def load_table(path):
     if not path.is_file():
         raise FileNotFoundError(f"No results table at {path}; compute it first.")
     return pd.read_csv(path, index_col=0)
+
+
+# ---------------------------------------------------------------------------
+# the pipeline of paper A: per representation, scale invariance and alignment
+
+def scale_invariance(X, ks=None, *, estimator="gride", stability="cv", n_anchors=500,
+                     random_state=None, device=None):
+    """Scale-invariance measures of one representation.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    ks : array-like of int of shape (n_scales,) or None
+        Scales; default: a log grid from 5 to n_samples // 8 (Gride at scale k
+        needs 2k neighbours).
+    estimator : str
+        ID estimator of :func:`scaleinv_utils.dimension.id_profile`.
+    stability : str
+        Method of :func:`scaleinv_utils.dimension.dimensional_stability`.
+    n_anchors : int
+        Anchor stimuli of :func:`scaleinv_utils.similarity.cross_scale_similarity`.
+    random_state : int or None
+    device : {None, "cpu", "cuda"}
+
+    Returns
+    -------
+    measures : dict
+        ``ks``, ``id_profile`` (n_scales,), ``mean_id``, ``id_cv`` (dimensional
+        stability as a coefficient of variation: lower is more stable) and
+        ``cross_scale_similarity`` (higher is more scale invariant).
+    """
+    from .dimension import dimensional_stability, id_profile
+    from .neighbors import scale_grid
+    from .similarity import cross_scale_similarity
+
+    X = check_array(X, "X", min_samples=20)
+    n = X.shape[0]
+    if ks is None:
+        ks = scale_grid(n, n_scales=12, k_min=5, k_max=max(6, n // 8))
+    profile = id_profile(X, ks, estimators=(estimator,), random_state=random_state, device=device)
+    ids = profile.ids[estimator]
+    css = cross_scale_similarity(X, ks=profile.ks, n_anchors=min(n_anchors, n),
+                                 random_state=random_state)
+    return {"ks": profile.ks, "id_profile": ids, "mean_id": float(np.mean(ids)),
+            "id_cv": float(dimensional_stability(ids, profile.ks, method=stability)),
+            "cross_scale_similarity": float(css.score)}
+
+
+def brain_alignment(X, subj, *, networks=None, min_nc=1.0, aligned=False, random_state=None,
+                    backend=None):
+    """How well one representation aligns with a subject's responses, per network.
+
+    Two views of alignment: a voxelwise encoding model (median over the
+    network's voxels of the noise-ceiling-normalised test r) and linear CKA
+    between the representation and the network's responses on the shared
+    test images.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_images, n_features)
+        One row per stimulus of the subset (or per row of ``subj.betas`` with
+        ``aligned=True``).
+    subj : SubjectData
+    networks : sequence of str or None
+        Labels of ``subj.voxels.network`` to summarise; default: all.
+    min_nc : float
+        Voxels with a noise ceiling (percent) below this are left out.
+    aligned : bool
+    random_state : int or None
+    backend : str or None
+        himalaya backend (None: GPU when present).
+
+    Returns
+    -------
+    scores : dict of str to float
+        ``encoding[<network>]`` and ``cka[<network>]``.
+    """
+    from .encoding import encoding_scores
+    from .similarity import linear_cka
+
+    result = encoding_scores(X, subj, aligned=aligned, min_nc=min_nc, backend=backend,
+                             random_state=random_state)
+    F = np.asarray(X)
+    if not aligned:
+        F = F[subj.image_index]
+    labels = subj.voxels.network
+    networks = sorted(set(labels)) if networks is None else list(networks)
+    out = {}
+    for net in networks:
+        sel = labels == net
+        if not sel.any():
+            raise ValueError(f"network {net!r} has no voxels; networks are {sorted(set(labels))}.")
+        out[f"encoding[{net}]"] = float(np.nanmedian(result.r_nc[sel]))
+        out[f"cka[{net}]"] = float(linear_cka(F[subj.test], subj.betas[subj.test][:, sel]))
+    return out
+
+
+def alignment_table(representations, subj, *, brain_networks=("early visual", "mid-level", "category"),
+                    networks=None, ks=None, estimator="gride", metadata=None, random_state=0,
+                    progress=True):
+    """Paper A's table: per representation, scale invariance, profile similarity to the brain, alignment.
+
+    All measures use the same stimuli: the subject's images
+    (``subj.image_index``), so the brain's ID profile and each model's are
+    computed on one scale grid.
+
+    Parameters
+    ----------
+    representations : dict of str to array-like of shape (n_images, n_features)
+        Name -> features of every stimulus of the subset (a model, or a layer of one).
+    subj : SubjectData
+    brain_networks : sequence of str
+        Networks whose voxels form "the brain's" representation for its scale profile.
+    networks : sequence of str or None
+        Networks for the alignment columns (default: all).
+    ks : array-like of int or None
+        Shared scale grid.
+    estimator : str
+    metadata : dict of str to dict or None
+        Extra columns per representation (e.g. training-set size, has_language).
+    random_state : int or None
+    progress : bool
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per representation: ``mean_id``, ``id_cv``,
+        ``cross_scale_similarity``, ``profile_similarity`` (Pearson correlation
+        of the model's ID profile with the brain's), ``encoding[...]``,
+        ``cka[...]``, metadata columns. ``table.attrs`` holds the brain's
+        profile, the scale grid and each representation's profile.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .similarity import compare_profiles
+
+    if not representations:
+        raise ValueError("representations is empty: give at least one name -> features entry.")
+    sel = np.isin(subj.voxels.network, list(brain_networks))
+    if not sel.any():
+        raise ValueError(f"brain_networks {list(brain_networks)} match no voxel; networks are "
+                         f"{sorted(set(subj.voxels.network))}.")
+    brain = scale_invariance(subj.betas[:, sel], ks, estimator=estimator, random_state=random_state)
+    rows, profiles = {}, {}
+    for name, X in tqdm(representations.items(), disable=not progress, desc="representations"):
+        X = check_array(X, f"representations[{name!r}]")
+        if X.shape[0] <= int(np.max(subj.image_index)):
+            raise ValueError(f"representations[{name!r}] has {X.shape[0]} rows; it needs one per "
+                             f"stimulus of the subset (the subject uses rows up to {np.max(subj.image_index)}).")
+        inv = scale_invariance(X[subj.image_index], brain["ks"], estimator=estimator,
+                               random_state=random_state)
+        profiles[name] = inv["id_profile"]
+        row = {k: inv[k] for k in ("mean_id", "id_cv", "cross_scale_similarity")}
+        row["profile_similarity"] = float(compare_profiles(inv["id_profile"], brain["id_profile"]))
+        row.update(brain_alignment(X, subj, networks=networks, random_state=random_state))
+        row.update((metadata or {}).get(name, {}))
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "representation"
+    table.attrs.update(ks=brain["ks"], brain_profile=brain["id_profile"], profiles=profiles,
+                       brain=dict((k, brain[k]) for k in ("mean_id", "id_cv", "cross_scale_similarity")))
+    return table
+
+
+def relate_columns(table, x, y, **kwargs):
+    """:func:`relate` two columns of an alignment table (rows with NaN dropped).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+    x, y : str
+        Column names.
+    **kwargs
+        Passed to :func:`relate`.
+
+    Returns
+    -------
+    relation : Relation
+
+    Raises
+    ------
+    KeyError
+        If a column is missing.
+    """
+    for col in (x, y):
+        if col not in table.columns:
+            raise KeyError(f"column {col!r} is not in the table; columns: {list(table.columns)}.")
+    pair = table[[x, y]].dropna()
+    return relate(pair[x].to_numpy(float), pair[y].to_numpy(float), **kwargs)

@@ -59,3 +59,33 @@ def test_table_roundtrip(tmp_path):
     pd.testing.assert_frame_equal(load_table(path), table)
     with pytest.raises(FileNotFoundError, match="compute it first"):
         load_table(tmp_path / "nothing.csv")
+
+
+def test_pipeline_on_representations_with_planted_order(small_world):
+    """Copies of the planted visual signal with more and more isotropic noise are, by
+    construction, less aligned with the brain and higher in intrinsic dimension; the
+    pipeline must find both orders. (Their dimensional stability is *not* planted: pure
+    isotropic noise has a flat ID profile, a caveat the alignment chapter teaches.)"""
+    import scaleinv_utils as su
+    from scaleinv_utils.alignment import alignment_table, relate_columns
+
+    path, truth = small_world
+    subset = su.load_subset(path)
+    subj = subset.subject(1)
+    visual = np.isin(subj.voxels.network, ["early visual", "mid-level", "category"])
+    signal = np.zeros((len(subset.stimuli), int(visual.sum())))
+    signal[subj.image_index] = truth["subjects"]["subj01"]["signal"][:, visual]
+    base = signal @ np.random.default_rng(0).normal(size=(signal.shape[1], 40)) / 30
+    rng = np.random.default_rng(1)
+    noise_levels = [0.0, 0.5, 1.0, 2.0, 4.0]
+    reps = {f"noise{lvl}": base + lvl * base.std() * rng.normal(size=base.shape) for lvl in noise_levels}
+    table = alignment_table(reps, subj, networks=["early visual"], progress=False,
+                            metadata={k: {"noise": v} for k, v in zip(reps, noise_levels)})
+    assert list(table.index) == list(reps)
+    assert table["encoding[early visual]"].is_monotonic_decreasing
+    rel = relate_columns(table, "noise", "encoding[early visual]", n_permutations=5000, random_state=0)
+    assert rel.statistic == pytest.approx(-1.0) and rel.p_value < 0.02  # exact p = 2/120
+    assert table["mean_id"].is_monotonic_increasing
+    assert len(table.attrs["brain_profile"]) == len(table.attrs["ks"])
+    with pytest.raises(KeyError, match="not in the table"):
+        relate_columns(table, "nope", "id_cv")
