@@ -306,3 +306,35 @@ def test_compare_profiles():
     assert sm.compare_profiles(a, a + 0.1, "rmse") == pytest.approx(0.1)
     with pytest.raises(ValueError, match="share one scale grid"):
         sm.compare_profiles(a, a[:3])
+
+
+# ---------------------------------------------------------------------------
+# exercise checks
+
+def test_exercise_checks_accept_right_and_reject_wrong_answers():
+    from scaleinv_utils.exercises import check
+    X, Y = _gauss(60, 4, 30), _gauss(60, 4, 31)
+    Y[:, :2] += X[:, :2]
+    ks = [3, 10]
+    right = sm.knn_overlap(X, Y, ks)
+    assert check("similarity.ex1", right, verbose=False, X=X, Y=Y, ks=ks)
+    res = check("similarity.ex1", right * np.array(ks), verbose=False, X=X, Y=Y, ks=ks)
+    assert not res and "divide by k" in res.message
+    res = check("similarity.ex1", sm.knn_overlap(X, Y, ks, kind="jaccard"), verbose=False,
+                X=X, Y=Y, ks=ks)
+    assert not res and "Jaccard" in res.message
+    assert not check("similarity.ex1", ..., verbose=False, X=X, Y=Y, ks=ks)
+
+    cka = sm.linear_cka(X + 5, Y - 3)
+    assert check("similarity.ex2", cka, verbose=False, X=X + 5, Y=Y - 3)
+    Xs, Ys = X + 5, Y - 3
+    uncentred = np.sum((Xs.T @ Ys) ** 2) / np.sqrt(np.sum((Xs.T @ Xs) ** 2) * np.sum((Ys.T @ Ys) ** 2))
+    res = check("similarity.ex2", uncentred, verbose=False, X=Xs, Y=Ys)
+    assert not res and "centred" in res.message
+    assert not check("similarity.ex2", np.sqrt(cka), verbose=False, X=Xs, Y=Ys)
+
+    score = sm.knn_overlap(X, Y, 10)
+    assert check("similarity.ex3", score - 10 / 59 + 0.005, verbose=False, X=X, Y=Y, k=10)
+    res = check("similarity.ex3", score, verbose=False, X=X, Y=Y, k=10)
+    assert not res and "raw score" in res.message
+    assert not check("similarity.ex3", score / (10 / 59), verbose=False, X=X, Y=Y, k=10)
