@@ -593,7 +593,7 @@ _PROFILE_MEASURES = ("mutual_knn", "jaccard", "rbf_cka")
 
 
 def similarity_profile(X, Y, ks=None, measures=("mutual_knn", "jaccard", "rbf_cka"),
-                       max_kernel_samples=2000, random_state=None):
+                       max_kernel_samples=2000, graphs=None, random_state=None):
     """Similarity of two representations over a shared grid of scales.
 
     kNN measures use one neighbour query per representation. RBF-CKA at scale
@@ -611,6 +611,9 @@ def similarity_profile(X, Y, ks=None, measures=("mutual_knn", "jaccard", "rbf_ck
     max_kernel_samples : int
         RBF-CKA needs n x n kernels; above this many stimuli it is computed on
         a random subset of this size (the bandwidths still come from all).
+    graphs : tuple of two NeighborGraph or None
+        Neighbour graphs of X and Y already computed (e.g. for an
+        intrinsic-dimension profile) with k_max >= max(ks); skips the queries.
     random_state : int or None
         Chooses that subset.
 
@@ -631,7 +634,13 @@ def similarity_profile(X, Y, ks=None, measures=("mutual_knn", "jaccard", "rbf_ck
     n = X.shape[0]
     ks_arr = scale_grid(n) if ks is None else _check_ks(ks, n)[0]
     k_max = int(ks_arr.max())
-    gx, gy = nearest_neighbors(X, k_max), nearest_neighbors(Y, k_max)
+    if graphs is None:
+        gx, gy = nearest_neighbors(X, k_max), nearest_neighbors(Y, k_max)
+    else:
+        gx, gy = _as_graph(graphs[0], k_max, "graphs[0]"), _as_graph(graphs[1], k_max, "graphs[1]")
+        if gx.n_samples != n or gy.n_samples != n:
+            raise ValueError(f"graphs must describe the n_samples={n} stimuli of X and Y, got "
+                             f"{gx.n_samples} and {gy.n_samples}.")
     values, chance = {}, {}
     if "mutual_knn" in measures or "jaccard" in measures:
         counts = _shared_counts(gx.indices, gy.indices, ks_arr).astype(np.float64)

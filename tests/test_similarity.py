@@ -204,6 +204,14 @@ def test_similarity_profile_shapes_and_identity():
     np.testing.assert_allclose(prof.chance["mutual_knn"], prof.ks / 119)
     with pytest.raises(ValueError, match="measures must be among"):
         sm.similarity_profile(X, X, measures=("cka2",))
+    Y = _gauss(120, 3, 19)
+    g = (nearest_neighbors(X, 40), nearest_neighbors(Y, 40))
+    shared = sm.similarity_profile(X, Y, ks=[5, 29], graphs=g)
+    fresh = sm.similarity_profile(X, Y, ks=[5, 29])
+    for m in fresh.values:
+        np.testing.assert_allclose(shared[m], fresh[m])
+    with pytest.raises(ValueError, match="k_max=40"):
+        sm.similarity_profile(X, Y, ks=[5, 50], graphs=g)
 
 
 def test_cluster_toy_global_high_local_low():
