@@ -81,6 +81,8 @@ def main():
     p.add_argument("--backend", default="numpy")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--wrapper-first", action="store_true",
+                   help="run the wrapper before himalaya in each repeat (to expose order effects)")
     p.add_argument("--overhead-only", action="store_true",
                    help="time only the wrapper's own preprocessing, not the ridge fits")
     args = p.parse_args()
@@ -95,7 +97,8 @@ def main():
     times = {"himalaya": [], "wrapper": []}
     # alternate the two so that drifts in machine load hit both alike
     for _ in range(args.repeats):
-        for name, fn in (("himalaya", direct), ("wrapper", wrapper)):
+        pair = (("himalaya", direct), ("wrapper", wrapper))
+        for name, fn in (pair[::-1] if args.wrapper_first else pair):
             t0 = time.perf_counter()
             fn(X, Y, alphas, args.cv, args.backend)
             times[name].append(time.perf_counter() - t0)

@@ -796,8 +796,12 @@ def summarise_by_label(scores, labels, *, statistic="mean", n_boot=1000, ci=0.95
         if vals.size == 0:
             rows.append((key, 0, np.nan, np.nan, np.nan))
             continue
-        draws = rng.integers(0, vals.size, size=(int(n_boot), vals.size))
-        boot = func(vals[draws], axis=1)
+        # resample in blocks so that n_boot x n_voxels indices never sit in memory at once
+        block = max(1, int(2e6 // vals.size))
+        boot = np.concatenate([
+            func(vals[rng.integers(0, vals.size, size=(min(block, int(n_boot) - start), vals.size))],
+                 axis=1)
+            for start in range(0, int(n_boot), block)])
         rows.append((key, vals.size, float(func(vals)), float(np.percentile(boot, lo_q)),
                      float(np.percentile(boot, hi_q))))
     return pd.DataFrame(rows, columns=["label", "n_voxels", "value", "ci_low", "ci_high"])
