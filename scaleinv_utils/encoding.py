@@ -209,7 +209,8 @@ def _expand(values, mask, fill=np.nan, axis=-1):
 
 
 def fit_encoding(X_train, Y_train, *, alphas=None, cv=5, standardize=True, fit_intercept=True,
-                 backend=None, n_targets_batch=None, Y_in_cpu=False, random_state=None):
+                 backend=None, solver="auto", n_targets_batch=None, Y_in_cpu=False,
+                 random_state=None):
     """Fit ridge regression from features to voxels, alpha chosen per voxel by CV.
 
     Parameters
@@ -235,6 +236,10 @@ def fit_encoding(X_train, Y_train, *, alphas=None, cv=5, standardize=True, fit_i
         himalaya backend; None uses "torch_cuda" on a GPU, else "numpy".
         The previous himalaya backend is restored afterwards. On a GPU backend
         the data are cast to float32.
+    solver : {"auto", "primal", "kernel"}
+        "primal" solves ridge in feature space (himalaya RidgeCV), "kernel" in
+        sample space with a linear kernel (KernelRidgeCV; same solution, cheaper
+        when n_features > n_samples); "auto" picks the cheaper one.
     n_targets_batch : int or None
         Voxels solved at once (limits GPU memory); None solves all at once.
     Y_in_cpu : bool
@@ -262,12 +267,26 @@ def fit_encoding(X_train, Y_train, *, alphas=None, cv=5, standardize=True, fit_i
     if "cuda" in name or "mps" in name:
         # GPUs are many times faster in float32; ridge on z-scored data does not need float64
         Xc, Yc = Xc.astype(np.float32, copy=False), Yc.astype(np.float32, copy=False)
+    if solver not in ("auto", "primal", "kernel"):
+        raise ValueError(f"solver must be 'auto', 'primal' or 'kernel', got {solver!r}.")
+    use_kernel = solver == "kernel" or (solver == "auto" and Xc.shape[1] > Xc.shape[0])
     with _himalaya_backend(name) as bk:
-        solver_params = {"n_targets_batch": n_targets_batch, "warn": False}
-        ridge = RidgeCV(alphas=alphas, cv=splitter, fit_intercept=False,
-                        solver_params=solver_params, Y_in_cpu=Y_in_cpu)
-        ridge.fit(Xc, Yc)
-        coef = np.asarray(bk.to_numpy(ridge.coef_))
+        if use_kernel:
+            # with more features than samples, the n x n linear kernel is the cheaper system;
+            # the solution is the same (ridge's primal/dual identity)
+            from himalaya.kernel_ridge import KernelRidgeCV
+
+            ridge = KernelRidgeCV(alphas=alphas, kernel="linear", cv=splitter,
+                                  solver_params={"n_targets_batch": n_targets_batch},
+                                  Y_in_cpu=Y_in_cpu)
+            ridge.fit(Xc, Yc)
+            coef = np.asarray(bk.to_numpy(ridge.get_primal_coef()))
+        else:
+            ridge = RidgeCV(alphas=alphas, cv=splitter, fit_intercept=False,
+                            solver_params={"n_targets_batch": n_targets_batch, "warn": False},
+                            Y_in_cpu=Y_in_cpu)
+            ridge.fit(Xc, Yc)
+            coef = np.asarray(bk.to_numpy(ridge.coef_))
         best = np.asarray(bk.to_numpy(ridge.best_alphas_), dtype=float)
         cv_scores = np.asarray(bk.to_numpy(ridge.cv_scores_), dtype=float).reshape(-1)
     # himalaya may return the grid values with rounding error (and in float32 on GPU);

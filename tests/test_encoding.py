@@ -288,3 +288,18 @@ def test_exercise_checks_accept_right_and_reject_wrong_answers():
     assert not check("encoding.ex4", 50, verbose=False, **kw)
     res = check("encoding.ex4", 0.6, verbose=False, **kw)
     assert not res and "all voxels" in res.message
+
+
+def test_kernel_solver_matches_primal_when_features_outnumber_samples():
+    rng = np.random.default_rng(10)
+    X = rng.normal(size=(60, 150))
+    Y = X @ rng.normal(size=(150, 5)) / 12 + rng.normal(size=(60, 5))
+    alphas = np.logspace(-1, 4, 11)
+    primal = enc.fit_encoding(X, Y, alphas=alphas, solver="primal")
+    kernel = enc.fit_encoding(X, Y, alphas=alphas, solver="kernel")
+    auto = enc.fit_encoding(X, Y, alphas=alphas)  # n_features > n_samples: the kernel path
+    np.testing.assert_array_equal(primal.best_alphas, kernel.best_alphas)
+    np.testing.assert_allclose(primal.coef, kernel.coef, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(auto.coef, kernel.coef)
+    with pytest.raises(ValueError, match="solver must be"):
+        enc.fit_encoding(X, Y, solver="lsqr")
