@@ -753,9 +753,11 @@ def map_to_voxels(regressors, Y, *, train=None, test=None, joint=True, significa
             r_test = np.sign(coef) * r_te
             Xte = (X[test_m] - x_mean) / x_sd
             Yte = Y[test_m]
-            pred_c = Xte.T[:, :, None] * coef[:, None, :]  # (k, n_te, V)
-            pred = pred_c + Ytr.mean(axis=0)[None, None, :]
-            ss_res = ((Yte[None] - pred) ** 2).sum(axis=1)
+            # Prediction b * x + mean_train(y), expanded so no (k, n_test, n_voxels) array is
+            # built: sum (e - b x)^2 = sum e^2 - 2 b sum x e + b^2 sum x^2, e = y - mean_train(y).
+            E = Yte - Ytr.mean(axis=0)
+            ss_res = ((E ** 2).sum(axis=0)[None, :] - 2 * coef * (Xte.T @ E)
+                      + coef ** 2 * (Xte ** 2).sum(axis=0)[:, None])
             ss_tot = ((Yte - Yte.mean(axis=0)) ** 2).sum(axis=0)
             with np.errstate(invalid="ignore", divide="ignore"):
                 r2_test = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.nan)

@@ -196,6 +196,13 @@ def test_planted_mapping_recovered_with_right_polarity(joint, significance):
     assert np.median(r[driven]) > 0.2
     assert r.shape == (400,)
     if not joint:
+        # held-out R^2 of one univariate model, from scratch
+        j, v = 1, int(np.flatnonzero(W[1] != 0)[0])
+        xs = (S[:, j] - S[train, j].mean()) / S[train, j].std()
+        pred = Y[train, v].mean() + maps.coef[j, v] * xs[~train]
+        resid = ((Y[~train, v] - pred) ** 2).sum()
+        total = ((Y[~train, v] - Y[~train, v].mean()) ** 2).sum()
+        assert maps.r2_test[j, v] == pytest.approx(1 - resid / total, rel=1e-8)
         # the training-chosen regressor of a driven voxel is its planted source
         src = np.abs(W).argmax(axis=0)
         assert np.mean(maps.best_regressor()[driven] == src[driven]) > 0.95
