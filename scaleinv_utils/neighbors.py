@@ -95,12 +95,45 @@ def nearest_neighbors(X, k_max, *, device=None, block_size=2048):
         cand = _candidates_torch(Xc, n_cand, device, block_size)
     else:
         cand = _candidates_numpy(Xc, n_cand, block_size)
-    diff = Xc[cand] - Xc[:, None, :]  # (n_samples, n_cand, n_features)
-    exact = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+    exact = _exact_distances(Xc, cand)
     order = np.argsort(exact, axis=1, kind="stable")[:, :k_max]
     rows = np.arange(n_samples)[:, None]
     return NeighborGraph(indices=cand[rows, order].astype(np.int64),
                          distances=exact[rows, order])
+
+
+def _exact_distances(X, cand, block_size=2048, n_refine=32, max_elements=1 << 24):
+    """Float64 distances from each point to its candidates, memory bounded.
+
+    Few candidates: from differences, in row blocks (forming them all at once
+    needs n_samples * n_cand * n_features floats: 154 GB for 10,000 x 2,500 x 768).
+    Many candidates: gathering differences is memory-bound, so distances come
+    from a float64 Gram block, |x|^2 + |y|^2 - 2 x.y (X is centred), and only
+    the n_refine smallest (those ratio estimators such as TwoNN divide by) are
+    recomputed from differences.
+    """
+    n_samples, n_cand = cand.shape
+    out = np.empty(cand.shape)
+    if n_cand * 16 > n_samples:
+        sq = np.einsum("ij,ij->i", X, X)
+        for start in range(0, n_samples, block_size):
+            stop = min(start + block_size, n_samples)
+            c = cand[start:stop]
+            gram = X[start:stop] @ X.T
+            d2 = sq[start:stop, None] + sq[c] - 2.0 * np.take_along_axis(gram, c, axis=1)
+            out[start:stop] = np.sqrt(np.maximum(d2, 0.0))
+        order = np.argsort(out, axis=1, kind="stable")
+        cand[:] = np.take_along_axis(cand, order, axis=1)
+        out = np.take_along_axis(out, order, axis=1)
+        n_exact = min(n_refine, n_cand)
+    else:
+        n_exact = n_cand
+    step = max(1, max_elements // max(1, n_exact * X.shape[1]))
+    for start in range(0, n_samples, step):
+        stop = min(start + step, n_samples)
+        diff = X[cand[start:stop, :n_exact]] - X[start:stop, None, :]
+        out[start:stop, :n_exact] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+    return out
 
 
 def _candidates_numpy(X, n_cand, block_size):

@@ -59,3 +59,12 @@ def test_validation_helpers():
     assert check_random_state(3).integers(100) == np.random.default_rng(3).integers(100)
     with pytest.raises(TypeError, match="random_state"):
         check_random_state("seed")
+
+
+def test_many_candidates_path_matches_sklearn():
+    # k_max large relative to n_samples takes the Gram-block path with exact refinement.
+    X = np.random.default_rng(4).normal(size=(300, 8))
+    graph = nearest_neighbors(X, 150)
+    dist, idx = NearestNeighbors(n_neighbors=151).fit(X).kneighbors(X)
+    np.testing.assert_allclose(graph.distances, dist[:, 1:], rtol=1e-9, atol=1e-9)
+    assert (graph.indices == idx[:, 1:]).mean() > 0.999  # ties may swap
