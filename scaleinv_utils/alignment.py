@@ -316,8 +316,10 @@ def alignment_table(representations, subj, *, brain_networks=("early visual", "m
         rows[name] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "representation"
-    table.attrs.update(ks=brain["ks"], brain_profile=brain["id_profile"], profiles=profiles,
-                       brain=dict((k, brain[k]) for k in ("mean_id", "id_cv", "cross_scale_similarity")))
+    # Plain lists, not arrays: pandas compares attrs with == when tables are concatenated.
+    table.attrs.update(ks=brain["ks"].tolist(), brain_profile=brain["id_profile"].tolist(),
+                       profiles={k: v.tolist() for k, v in profiles.items()},
+                       brain={k: brain[k] for k in ("mean_id", "id_cv", "cross_scale_similarity")})
     return table
 
 

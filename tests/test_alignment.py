@@ -87,5 +87,7 @@ def test_pipeline_on_representations_with_planted_order(small_world):
     assert rel.statistic == pytest.approx(-1.0) and rel.p_value < 0.02  # exact p = 2/120
     assert table["mean_id"].is_monotonic_increasing
     assert len(table.attrs["brain_profile"]) == len(table.attrs["ks"])
+    # Tables with profiles in attrs must still concatenate (pandas compares attrs).
+    assert len(pd.concat([table, table.iloc[:1]])) == len(table) + 1
     with pytest.raises(KeyError, match="not in the table"):
         relate_columns(table, "nope", "id_cv")
