@@ -25,6 +25,11 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# Reference implementations the tests compare against (test-only; DADApy needs a patched build).
+$(VENV)/.references: $(VENV)/.installed tests/tools/install_dadapy.sh
+	tests/tools/install_dadapy.sh $(BIN)/python
+	touch $@
+
 sync: venv  ## regenerate each notebook from its reviewed text form
 	$(BIN)/jupytext --sync notebooks/text/*.md
 
@@ -41,8 +46,8 @@ book: venv sync-check
 unit: venv  ## the unit tests only (no book build)
 	$(BIN)/python -m pytest -q -m "not book" tests
 
-test: book
-	SCALEINV_REQUIRE_BOOK=1 $(BIN)/python -m pytest -q tests
+test: book $(VENV)/.references
+	SCALEINV_REQUIRE_BOOK=1 SCALEINV_REQUIRE_REFERENCES=1 $(BIN)/python -m pytest -q tests
 
 clean:
 	rm -rf _build
