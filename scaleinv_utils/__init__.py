@@ -3,14 +3,25 @@
 Data flows one way: a subset (:mod:`~scaleinv_utils.data`, the demo world of
 :mod:`~scaleinv_utils.demo` or real NSD from :mod:`~scaleinv_utils.nsd`) ->
 features of models -> analyses (dimension, similarity, encoding, neurons) ->
-figures (:mod:`~scaleinv_utils.plotting`). Submodules are imported on demand,
-so ``import scaleinv_utils`` stays fast and never imports torch.
+figures (:mod:`~scaleinv_utils.plotting`). Heavy libraries are imported on demand,
+so ``import scaleinv_utils`` stays fast (no torch, nilearn or himalaya at import).
 """
 from .config import data_dir, get_device
 from .data import load_subset, write_subset, verify_subset, Subset, SubjectData, SubsetError
 from .neighbors import nearest_neighbors, scale_grid, NeighborGraph
 from .record import record
 from .reliability import compute_ncsnr, noise_ceiling, zscore_per_session, average_repeats
+
+# The analysis modules, as attributes (su.dimension.id_profile, su.encoding.encoding_scores, ...).
+# None of them imports torch, nilearn or himalaya at import time.
+from . import (alignment, data, demo, dimension, encoding, exercises, features, models, neurons,
+               plotting, reliability, similarity)
+from .dimension import id_profile, dimensional_stability
+from .similarity import (linear_cka, rbf_cka, rsa, knn_overlap, similarity_profile,
+                         cross_scale_similarity, permutation_test, bootstrap_ci, compare_profiles)
+from .encoding import encoding_scores, layerwise_encoding, summarise_by_label
+from .features import get_features
+from .models import list_models, load_model
 
 __version__ = "0.1.0"
 
