@@ -781,8 +781,9 @@ def zero_shot_classify(model, images, class_names, template="a photo of a {}."):
         With image and text towers.
     images : ndarray of shape (n_samples, height, width, 3), uint8
     class_names : list of str
-    template : str
-        Prompt with one ``{}`` for the class name.
+    template : str or list of str
+        Prompt with one ``{}`` for the class name; with several templates each
+        class's prompt embeddings are averaged ("prompt ensembling").
 
     Returns
     -------
@@ -791,10 +792,14 @@ def zero_shot_classify(model, images, class_names, template="a photo of a {}."):
     logits : ndarray of shape (n_samples, n_classes)
         Cosine similarities.
     """
-    if "{}" not in template:
-        raise ValueError(f"template must contain '{{}}' for the class name, got {template!r}.")
+    templates = [template] if isinstance(template, str) else list(template)
+    for t in templates:
+        if "{}" not in t:
+            raise ValueError(f"template must contain '{{}}' for the class name, got {t!r}.")
     zi = _encode(model, images=images)
-    zt = _encode(model, texts=[template.format(c) for c in class_names])
+    zt = np.stack([_encode(model, texts=[t.format(c) for t in templates]).mean(axis=0)
+                   for c in class_names])
+    zt /= np.linalg.norm(zt, axis=1, keepdims=True)
     logits = zi @ zt.T
     return logits.argmax(axis=1), logits
 
@@ -1019,9 +1024,10 @@ def demo_quality(model, subset):
     Returns
     -------
     metrics : dict
-        For CLIP variants: retrieval scores (:func:`evaluate_retrieval`) and
-        zero-shot category accuracy; for the vision-only model: category accuracy
-        of its classifier. ``chance_category`` is 1 / n_categories.
+        For CLIP variants: retrieval scores (:func:`evaluate_retrieval`), zero-shot
+        accuracy for the main object's category and colour (prompts over all
+        category names); for the vision-only model: category accuracy of its
+        classifier. ``chance_*`` are 1 / n_classes.
     """
     import torch
     st = subset.stimuli
@@ -1038,6 +1044,13 @@ def demo_quality(model, subset):
         metrics.update(evaluate_retrieval(model, st.images[test], [st.captions[i] for i in test]))
         pred, _ = zero_shot_classify(model, st.images[test], names)
         metrics["zero_shot_accuracy"] = float(np.mean(pred == truth))
+        # colour, prompted over every category name ("a picture of a red ball", ...)
+        colours = sorted(set(st.attributes["colour"]))
+        pred, _ = zero_shot_classify(model, st.images[test], colours,
+                                     template=[f"a picture of a {{}} {c}" for c in names])
+        truth_c = np.array([colours.index(c) for c in st.attributes["colour"][test]])
+        metrics["zero_shot_colour_accuracy"] = float(np.mean(pred == truth_c))
+        metrics["chance_colour"] = 1.0 / len(colours)
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
 
 

@@ -81,7 +81,7 @@ def _layer_pr(answer, features):
     for k in names:
         lam = np.linalg.svd(np.asarray(features[k], float), compute_uv=False) ** 2
         uncentred.append(lam.sum() ** 2 / (lam ** 2).sum())
-    result = close_to(a, expected, rtol=0.01, what="participation ratios")
+    result = close_to(a, expected, rtol=0.01, what="participation ratio of each layer")
     if not result.correct and np.allclose(a, uncentred, rtol=0.01):
         result.message += " Centre each feature (subtract its mean over stimuli) first."
     return result
