@@ -679,10 +679,28 @@ def _fetch(rel, client, base_url, cache):
 
 
 def _fetch_source(src, client, cache):
-    """A caption source: a local path, or a URL downloaded into the cache."""
-    from .download import download_file
+    """A caption source: a local path, or a URL fetched into the cache.
+
+    From a remote zip (COCO's 241 MB annotations archive) only the
+    ``captions_*.json`` members are read, by range requests through the
+    zip's central directory, and cached as JSON files.
+    """
+    from .download import RangeFile, download_file
     if re.match(r"^https?://", str(src)):
         name = str(src).rstrip("/").rsplit("/", 1)[-1]
+        if name.endswith(".zip"):
+            folder = Path(cache) / "coco" / name[:-4]
+            done = folder / ".complete"
+            if not done.exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                with RangeFile(src, client, block_size=1 << 20) as rf, zipfile.ZipFile(rf) as z:
+                    for member in z.namelist():
+                        if re.search(r"captions_\w+\.json$", member):
+                            tmp = folder / (Path(member).name + ".part")
+                            tmp.write_bytes(z.read(member))  # zipfile checks the member's CRC
+                            os.replace(tmp, folder / Path(member).name)
+                done.write_text("ok\n")
+            return folder
         return download_file(src, Path(cache) / "coco" / name, client=client, desc=name)
     path = Path(os.path.expanduser(str(src)))
     if not path.is_file():
@@ -696,7 +714,7 @@ def load_coco_captions(paths, coco_ids, n_captions=5):
     Parameters
     ----------
     paths : list of str or Path
-        ``captions_*.json`` files, or zips holding them.
+        ``captions_*.json`` files, zips holding them, or folders of them.
     coco_ids : array-like of shape (n_images,)
     n_captions : int
 
@@ -714,7 +732,10 @@ def load_coco_captions(paths, coco_ids, n_captions=5):
     anns = []
     for p in paths:
         p = Path(p)
-        if p.suffix == ".zip":
+        if p.is_dir():
+            for f in sorted(p.glob("captions_*.json")):
+                anns += json.loads(f.read_text())["annotations"]
+        elif p.suffix == ".zip":
             with zipfile.ZipFile(p) as z:
                 for member in z.namelist():
                     if re.search(r"captions_\w+\.json$", member):

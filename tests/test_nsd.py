@@ -256,3 +256,25 @@ def test_exercise_checks_accept_right_and_reject_wrong_answers():
     assert check("nsd.ex3", 16, ncsnr=0.5, target=80, verbose=False)
     assert not check("nsd.ex3", 1 / 16, ncsnr=0.5, target=80, verbose=False)
     assert not check("nsd.ex3", ..., ncsnr=0.5, target=80, verbose=False)
+
+
+def test_captions_read_from_a_remote_zip_without_downloading_it(volume_tree, env, tmp_path):
+    import zipfile
+    root, truth = volume_tree
+    zroot = tmp_path / "z"
+    zroot.mkdir()
+    with zipfile.ZipFile(zroot / "annotations_trainval2017.zip", "w") as z:
+        z.write(root / "coco/captions_train2017.json", "annotations/captions_train2017.json")
+        # a large member a caption reader must not fetch (COCO's instances files)
+        z.writestr("annotations/instances_train2017.json",
+                   np.random.default_rng(0).integers(0, 255, 3_000_000, dtype=np.uint8).tobytes(),
+                   compress_type=zipfile.ZIP_STORED)
+    with NSDServer(zroot) as srv:
+        client = HTTPClient(progress=False)
+        folder = nsd._fetch_source(srv.url + "annotations_trainval2017.zip", client, env / "nsd")
+        assert srv.bytes_sent < 0.5 * (zroot / "annotations_trainval2017.zip").stat().st_size
+        n = len(srv.requests)
+        nsd._fetch_source(srv.url + "annotations_trainval2017.zip", client, env / "nsd")
+        assert len(srv.requests) == n  # cached
+    cid = int(truth["coco"][0])
+    assert nsd.load_coco_captions([folder], [cid]) == [truth["captions"][cid][:5]]
