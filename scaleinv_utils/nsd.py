@@ -23,7 +23,8 @@ surface betas              .../fsaverage/betas_fithrf_GLMdenoise_RR/  ROI vertic
                            <h>.betas_sessionNN.mgh                range reads per trial
 images                     nsddata_stimuli/stimuli/nsd/           needed images only: HTTP
                            nsd_stimuli.hdf5 ('imgBrick')          range reads of HDF5 chunks
-captions                   COCO captions_{train,val}2017.json     whole file (configurable)
+captions                   COCO captions_{train,val}2017.json     caption members of the
+                           (configurable; default COCO's zip)     zip, by range requests
 =========================  =====================================  ===================
 
 Preparation follows NSD: single-trial betas are z-scored per voxel within each

@@ -278,3 +278,38 @@ def test_captions_read_from_a_remote_zip_without_downloading_it(volume_tree, env
         assert len(srv.requests) == n  # cached
     cid = int(truth["coco"][0])
     assert nsd.load_coco_captions([folder], [cid]) == [truth["captions"][cid][:5]]
+
+
+@pytest.mark.parametrize("layout", ["gzip+shuffle", "contiguous-images", "sparse"])
+def test_other_hdf5_layouts_read_correctly(tmp_path, layout):
+    import h5py
+    rng = np.random.default_rng(3)
+    client = HTTPClient(progress=False)
+    if layout == "contiguous-images":
+        imgs = rng.integers(0, 256, (30, 8, 8, 3), dtype=np.uint8)
+        with h5py.File(tmp_path / "s.h5", "w") as f:
+            f["imgBrick"] = imgs  # no chunks: each image is one contiguous slab
+        with NSDServer(tmp_path) as srv:
+            got = nsd.read_images(client, srv.url + "s.h5", [4, 17, 2])
+        np.testing.assert_array_equal(got, imgs[[4, 17, 2]])
+        return
+    vol = (6, 5, 4)
+    b = rng.integers(-900, 900, (50,) + vol[::-1], dtype=np.int16)
+    if layout == "sparse":
+        b[:, 1:3] = 0  # never-written chunks are absent from the index: leaves are not dense
+    kw = (dict(compression="gzip", shuffle=True) if layout == "gzip+shuffle"
+          else dict(fillvalue=0))
+    with h5py.File(tmp_path / "b.h5", "w") as f:
+        d = f.create_dataset("betas", shape=b.shape, dtype=b.dtype, chunks=(50, 1, 1, 1), **kw)
+        if layout == "sparse":
+            d[:, :1] = b[:, :1]
+            d[:, 3:] = b[:, 3:]
+        else:
+            d[...] = b
+    ijk = np.argwhere(np.ones(vol, bool))[::3]
+    if layout == "sparse":
+        ijk = ijk[ijk[:, 2] != 1]  # only voxels whose chunks exist (k = 1 is unwritten)
+        ijk = ijk[ijk[:, 2] != 2]
+    with NSDServer(tmp_path) as srv:
+        got = nsd.read_volume_betas(client, srv.url + "b.h5", ijk, vol)
+    np.testing.assert_allclose(got, b[(slice(None),) + tuple(ijk[:, ::-1].T)] / 300.0, rtol=1e-6)
