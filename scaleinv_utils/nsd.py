@@ -7,25 +7,21 @@ subset exactly as it reads the demo world.
 
 What is fetched, and how:
 
-=========================  =====================================  ===================
-what                       NSD file                               how
-=========================  =====================================  ===================
-trial -> image (73k id)    nsddata/experiments/nsd/nsd_expdesign.mat  whole file
-image metadata             .../nsd_stim_info_merged.csv (cocoId,  whole file
-                           cropBox, shared1000)
-ROIs                       func1pt8mm: ppdata/subjAA/func1pt8mm/  whole files (small)
-                           roi/<roi>.nii.gz; fsaverage:
-                           freesurfer/fsaverage/label/<h>.<roi>.mgz
-ncsnr                      beside the betas                       whole file
-volume betas               .../func1pt8mm/betas_fithrf_GLMdenoise_RR/  ROI voxels only: HTTP
-                           betas_sessionNN.hdf5 ('betas', int16)  range reads of HDF5 chunks
-surface betas              .../fsaverage/betas_fithrf_GLMdenoise_RR/  ROI vertices only: HTTP
-                           <h>.betas_sessionNN.mgh                range reads per trial
-images                     nsddata_stimuli/stimuli/nsd/           needed images only: HTTP
-                           nsd_stimuli.hdf5 ('imgBrick')          range reads of HDF5 chunks
-captions                   COCO captions_{train,val}2017.json     caption members of the
-                           (configurable; default COCO's zip)     zip, by range requests
-=========================  =====================================  ===================
+- trial -> image (73k id): ``nsddata/experiments/nsd/nsd_expdesign.mat``
+  (or the subject's ``behav/responses.tsv``), whole file;
+- image metadata (cocoId, cropBox, shared1000):
+  ``nsddata/experiments/nsd/nsd_stim_info_merged.csv``, whole file;
+- ROIs: ``nsddata/ppdata/subjAA/func1pt8mm/roi/<roi>.nii.gz`` or
+  ``nsddata/freesurfer/fsaverage/label/<hemi>.<roi>.mgz`` and their ``.mgz.ctab``, whole files;
+- ncsnr, beside the betas, whole file;
+- volume betas: ``nsddata_betas/ppdata/subjAA/func1pt8mm/betas_fithrf_GLMdenoise_RR/
+  betas_sessionNN.hdf5`` ('betas', int16): only the ROI voxels' HDF5 chunks, by range requests;
+- surface betas: ``.../fsaverage/betas_fithrf_GLMdenoise_RR/<hemi>.betas_sessionNN.mgh``:
+  only the ROI's vertices, one range request per trial;
+- images: ``nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5`` ('imgBrick'): only the needed
+  images' chunks, by range requests;
+- captions: COCO's ``captions_{train,val}2017.json`` (configurable; by default only those
+  members of COCO's annotations zip, by range requests).
 
 Preparation follows NSD: single-trial betas are z-scored per voxel within each
 session (over all of the session's trials), ROI voxels are kept, repeats of
