@@ -14,7 +14,7 @@ from .reliability import compute_ncsnr, noise_ceiling, zscore_per_session, avera
 
 # The analysis modules, as attributes (su.dimension.id_profile, su.encoding.encoding_scores, ...).
 # None of them imports torch, nilearn or himalaya at import time.
-from . import (alignment, data, demo, dimension, encoding, exercises, features, models, neurons,
+from . import (alignment, data, demo, dimension, encoding, exercises, features, models, neurons, nsd,
                plotting, reliability, similarity)
 from .dimension import id_profile, dimensional_stability
 from .similarity import (linear_cka, rbf_cka, rsa, knn_overlap, similarity_profile,

@@ -57,7 +57,7 @@ from .data import StimulusSet, VoxelInfo, write_subset
 from .reliability import average_repeats, compute_ncsnr, zscore_per_session
 
 __all__ = [
-    "DEMO_VERSION", "CATEGORIES", "COLOURS", "TEXTURES", "SIZES", "NETWORKS",
+    "DEMO_VERSION", "STIMULI_VERSION", "CATEGORIES", "COLOURS", "TEXTURES", "SIZES", "NETWORKS",
     "make_images", "make_captions", "gabor_energy", "demo_cortex", "simulate_subject",
     "make_demo_world", "demo_subset_path",
 ]
@@ -65,6 +65,9 @@ __all__ = [
 #: Bumped whenever the generator changes what it produces (caches and shipped
 #: demo-model weights record it, so a stale cache is never silently reused).
 DEMO_VERSION = 2
+#: Version of the stimuli alone (images and captions). Demo-model weights depend on
+#: the stimuli only, so a change of the simulated brain bumps DEMO_VERSION, not this.
+STIMULI_VERSION = 1
 
 CATEGORIES = ("ball", "box", "tent", "star", "ring", "cross", "egg", "bar")
 SYNONYMS = {"ball": ("ball", "sphere"), "box": ("box", "cube"), "tent": ("tent", "triangle"),

@@ -648,15 +648,10 @@ class _VisionOnly:
 
 
 def _demo_world_version():
-    """Generator version and parameters of the demo world this package builds."""
-    try:
-        from . import demo
-    except ImportError:
-        return None
-    for attr in ("GENERATOR_VERSION", "DEMO_VERSION", "VERSION", "__version__"):
-        if hasattr(demo, attr):
-            return str(getattr(demo, attr))
-    return None
+    """Version of the demo world's stimuli (images and captions), which the weights depend on."""
+    from . import demo
+
+    return str(demo.STIMULI_VERSION)
 
 
 def _load_demo(info, weights_dir=None, random_init=False):
@@ -671,13 +666,11 @@ def _load_demo(info, weights_dir=None, random_init=False):
     arch = meta["architecture"]
     variant = _DEMO_VARIANTS[info.name]["variant"]
     current = _demo_world_version()
-    trained_on = meta.get("demo_world", {}).get("generator_version")
-    if current is not None and trained_on is not None and str(current) != str(trained_on):
-        # Only the images and captions matter to the weights (the test suite compares
-        # their hash); a version bump may concern the simulated brain alone.
-        warnings.warn(f"The demo weights in {wdir} were trained on demo world version "
-                      f"{trained_on}; this package builds version {current}. If the generator's "
-                      "images or captions changed, retrain with "
+    trained_on = meta.get("demo_world", {}).get("stimuli_version")
+    if trained_on is not None and str(current) != str(trained_on):
+        # The test suite also compares the hash of the stimuli themselves.
+        warnings.warn(f"The demo weights in {wdir} were trained on demo stimuli version "
+                      f"{trained_on}; this package draws version {current}. Retrain with "
                       f"`python -m scaleinv_utils.models train-demo --out {wdir}`.",
                       UserWarning, stacklevel=3)
     extra = {"record": meta["models"].get(info.name, {}), "class_names": meta.get("class_names"),
@@ -954,6 +947,7 @@ def train_demo_models(out=None, *, steps=1200, batch_size=128, lr=2e-3, seed=0, 
         "package_version": __version__, "torch_version": torch.__version__,
         "open_clip_version": _version_of("open_clip_torch"),
         "demo_world": {"generator_version": subset.manifest.get("demo_version"),
+                       "stimuli_version": _demo_world_version(),
                        "generator": subset.manifest.get("generator"),
                        "stimuli_sha256": _stimulus_digest(st.images, st.captions)},
         "architecture": arch, "tokenizer": tokenizer.to_dict(), "seed": seed,
