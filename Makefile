@@ -46,8 +46,14 @@ book: venv sync-check
 unit: venv  ## the unit tests only (no book build)
 	$(BIN)/python -m pytest -q -m "not book" tests
 
-test: book $(VENV)/.references
-	SCALEINV_REQUIRE_BOOK=1 SCALEINV_REQUIRE_REFERENCES=1 $(BIN)/python -m pytest -q tests
+# Headless Chromium for the rendered-HTML check (Debian packages; needs root or sudo).
+$(VENV)/.browser: $(VENV)/.installed tests/tools/install_browser.sh
+	tests/tools/install_browser.sh $(BIN)/python
+	touch $@
+
+test: book $(VENV)/.references $(VENV)/.browser
+	SCALEINV_REQUIRE_BOOK=1 SCALEINV_REQUIRE_REFERENCES=1 SCALEINV_REQUIRE_BROWSER=1 \
+	  $(BIN)/python -m pytest -q tests
 
 clean:
 	rm -rf _build
