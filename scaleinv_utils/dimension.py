@@ -851,6 +851,15 @@ def dimensional_stability(ids, ks, method="cv"):
 
 # --------------------------------------------------------------------------- global
 
+def _small_scatter(X):
+    """The smaller of Xc^T Xc and Xc Xc^T for centred X: both have the covariance's nonzero spectrum."""
+    X = check_array(X, "X", min_samples=2)
+    _check_constant(X)
+    Xc = X - X.mean(axis=0)
+    n, p = Xc.shape
+    return (Xc.T @ Xc if p <= n else Xc @ Xc.T), n, p
+
+
 def eigenspectrum(X):
     """Eigenvalues of the sample covariance of X, largest first.
 
@@ -867,12 +876,7 @@ def eigenspectrum(X):
     ValueError
         If X has NaNs, fewer than 2 samples, or is constant.
     """
-    X = check_array(X, "X", min_samples=2)
-    _check_constant(X)
-    Xc = X - X.mean(axis=0)
-    n, p = Xc.shape
-    # Eigenvalues of the smaller of Xc^T Xc and Xc Xc^T (same nonzero spectrum).
-    M = Xc.T @ Xc if p <= n else Xc @ Xc.T
+    M, n, p = _small_scatter(X)
     lam = np.linalg.eigvalsh(M)[::-1] / (n - 1)
     return np.clip(lam[: min(n - 1, p)], 0, None)
 
@@ -897,11 +901,7 @@ def participation_ratio(X):
     ValueError
         If X has NaNs, fewer than 2 samples, or is constant.
     """
-    X = check_array(X, "X", min_samples=2)
-    _check_constant(X)
-    Xc = X - X.mean(axis=0)
-    n, p = Xc.shape
-    M = Xc.T @ Xc if p <= n else Xc @ Xc.T
+    M, _, _ = _small_scatter(X)
     return float(np.trace(M) ** 2 / np.sum(M * M))
 
 
