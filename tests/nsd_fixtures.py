@@ -96,10 +96,18 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
     truth["captions"] = captions
 
     # experimental design: 8 subjects' image lists, the first n_shared being the shared images
+    # as in NSD, the fixture's subjects see disjoint sets of non-shared images
     subjectim = np.zeros((8, n_subject_images), dtype=np.int64)
     pool = np.setdiff1d(np.arange(n_images), shared)
+    free = pool.copy()
+    n_own = n_subject_images - n_shared
+    if len(subjects) * n_own > len(pool):
+        raise ValueError(f"n_images={n_images} is too few for {len(subjects)} subjects with "
+                         f"{n_own} own images each and {n_shared} shared ones.")
     for s in range(8):
-        own = rng.choice(pool, n_subject_images - n_shared, replace=False)
+        own = rng.choice(free if s + 1 in subjects else pool, n_own, replace=False)
+        if s + 1 in subjects:
+            free = np.setdiff1d(free, own)
         subjectim[s] = np.concatenate([shared, own]) + 1
     master = np.concatenate([rng.permutation(n_subject_images) for _ in range(3)]) + 1
     savemat(exp / "nsd_expdesign.mat", {"masterordering": master[None, :].astype(float),

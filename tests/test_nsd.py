@@ -313,3 +313,45 @@ def test_other_hdf5_layouts_read_correctly(tmp_path, layout):
     with NSDServer(tmp_path) as srv:
         got = nsd.read_volume_betas(client, srv.url + "b.h5", ijk, vol)
     np.testing.assert_allclose(got, b[(slice(None),) + tuple(ijk[:, ::-1].T)] / 300.0, rtol=1e-6)
+
+
+def test_two_subjects_end_to_end(tmp_path, env):
+    # two subjects in one subset: the shared images are the same rows of the stimulus set for
+    # both, training images are each subject's own, and each subject's betas are its own
+    root = tmp_path / "two"
+    truth = make_nsd_tree(root, subjects=(1, 2), trials_per_session=30, n_sessions=2,
+                          n_subject_images=20, n_shared=8, n_images=80, vol_shape=(8, 9, 7))
+    with NSDServer(root) as srv:
+        path, _ = build(srv, root, subjects=[1, 2], n_train=4, trials_per_session=30)
+    subset = load_subset(path, verify=True)
+    assert path.name == "nsd-subj01-subj02-nsdgeneral-train4"
+    st = subset.stimuli
+    np.testing.assert_array_equal(st.images, truth["images"][st.stimulus_id])
+    test_rows = {}
+    for s in (1, 2):
+        sub, t = subset.subject(s), truth["subjects"][s]
+        ids = st.stimulus_id[sub.image_index]
+        test_rows[s] = np.sort(sub.image_index[sub.test])
+        assert set(ids[sub.test]) == set(truth["shared"])
+        own = set(t["nsd_id"]) - set(truth["shared"])
+        assert sub.train.sum() == 4 and set(ids[sub.train]) <= own
+        ijk = sub.voxels.ijk
+        assert len(ijk) == t["mask"].sum() and t["mask"][tuple(ijk.T)].all()
+        trial_ids = st.stimulus_id[sub.trial_image_index]
+        for sess in (1, 2):
+            rows = np.flatnonzero(t["session"] == sess)
+            z = zscore_per_session(t["raw"][sess][(slice(None),) + tuple(ijk.T)] / 300.0,
+                                   np.zeros(len(rows)))
+            keep = np.isin(t["nsd_id"][rows], ids)
+            mine = sub.trial_session == sess
+            np.testing.assert_array_equal(trial_ids[mine], t["nsd_id"][rows][keep])
+            np.testing.assert_allclose(sub.trial_betas[mine], z[keep], atol=1e-5)
+        for row, img in enumerate(sub.image_index):
+            np.testing.assert_allclose(sub.betas[row], sub.trial_betas[
+                sub.trial_image_index == img].mean(0), atol=1e-5)
+        np.testing.assert_allclose(sub.ncsnr, t["ncsnr"][tuple(ijk.T)])
+    # the shared test images are identical rows for both subjects; training images differ
+    np.testing.assert_array_equal(test_rows[1], test_rows[2])
+    s1, s2 = subset.subject(1), subset.subject(2)
+    assert not set(s1.image_index[s1.train]) & set(s2.image_index[s2.train])
+    assert len(st.stimulus_id) == len(truth["shared"]) + 8
