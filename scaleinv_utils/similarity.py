@@ -403,7 +403,8 @@ def _as_graph(X, k_max, name):
         return X
     X = check_array(X, name, min_samples=2)
     check_scale(k_max, X.shape[0], "max(ks)")
-    return nearest_neighbors(X, k_max)
+    # Overlaps only count shared neighbours: float32 ranking is enough (see nearest_neighbors).
+    return nearest_neighbors(X, k_max, exact=False)
 
 
 def _n_samples(X):
@@ -635,7 +636,7 @@ def similarity_profile(X, Y, ks=None, measures=("mutual_knn", "jaccard", "rbf_ck
     ks_arr = scale_grid(n) if ks is None else _check_ks(ks, n)[0]
     k_max = int(ks_arr.max())
     if graphs is None:
-        gx, gy = nearest_neighbors(X, k_max), nearest_neighbors(Y, k_max)
+        gx, gy = nearest_neighbors(X, k_max, exact=False), nearest_neighbors(Y, k_max, exact=False)
     else:
         gx, gy = _as_graph(graphs[0], k_max, "graphs[0]"), _as_graph(graphs[1], k_max, "graphs[1]")
         if gx.n_samples != n or gy.n_samples != n:

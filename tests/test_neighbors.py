@@ -68,3 +68,10 @@ def test_many_candidates_path_matches_sklearn():
     dist, idx = NearestNeighbors(n_neighbors=151).fit(X).kneighbors(X)
     np.testing.assert_allclose(graph.distances, dist[:, 1:], rtol=1e-9, atol=1e-9)
     assert (graph.indices == idx[:, 1:]).mean() > 0.999  # ties may swap
+
+
+def test_inexact_mode_ranks_like_exact_on_continuous_data():
+    X = np.random.default_rng(5).normal(size=(500, 20))
+    exact, fast = nearest_neighbors(X, 60), nearest_neighbors(X, 60, exact=False)
+    np.testing.assert_allclose(fast.distances, exact.distances, rtol=1e-4)
+    assert (fast.indices == exact.indices).mean() > 0.999

@@ -209,7 +209,8 @@ def test_similarity_profile_shapes_and_identity():
     shared = sm.similarity_profile(X, Y, ks=[5, 29], graphs=g)
     fresh = sm.similarity_profile(X, Y, ks=[5, 29])
     for m in fresh.values:
-        np.testing.assert_allclose(shared[m], fresh[m])
+        # The fresh profile ranks neighbours in float32 (exact=False); bandwidths differ ~1e-7.
+        np.testing.assert_allclose(shared[m], fresh[m], rtol=1e-5)
     with pytest.raises(ValueError, match="k_max=40"):
         sm.similarity_profile(X, Y, ks=[5, 50], graphs=g)
 
