@@ -50,7 +50,8 @@ __all__ = [
     "NSD_BASE_URL", "BASE_URL_ENV", "AGREE_ENV", "COCO_CAPTIONS_SOURCES", "NSD_TERMS",
     "SUBJECT_SESSIONS", "ROIS", "NSDSpec", "TermsNotAccepted", "nsd_file", "check_terms",
     "trials_from_expdesign", "trials_from_responses", "select_trials", "read_volume_betas",
-    "read_surface_betas", "read_images", "load_coco_captions", "download", "prepare",
+    "read_surface_betas", "read_images", "NETWORKS", "NETWORK_AREAS", "ATLASES",
+    "network_labels", "atlases_of", "load_coco_captions", "download", "prepare",
     "verify", "info",
 ]
 
@@ -67,12 +68,13 @@ TRIALS_PER_SESSION = 750
 SUBJECT_SESSIONS = {1: 40, 2: 40, 3: 32, 4: 30, 5: 40, 6: 32, 7: 40, 8: 30}
 #: ROI families NSD provides; "cortex" keeps every voxel of the brain mask (volume) or every vertex.
 ROIS = ("nsdgeneral", "streams", "prf-visualrois", "prf-eccrois", "floc-faces", "floc-bodies",
-        "floc-places", "floc-words", "cortex")
+        "floc-places", "floc-words", "Kastner2015", "HCP_MMP1", "cortex")
 SPACES = ("func1pt8mm", "fsaverage", "fsaverage5")
 #: Two byte ranges closer than this are fetched in one request: a few voxels' chunks
 #: (1.5 kB each in NSD) cost less than another round trip.
 MAX_GAP = 4096
 N_FSAVERAGE5 = 10242  # fsaverage's first 10,242 vertices are fsaverage5's
+N_FSAVERAGE = 163842  # vertices per hemisphere of the full fsaverage surface
 
 NSD_TERMS = """\
 The Natural Scenes Dataset (NSD) is free to use under the NSD Terms and Conditions.
@@ -214,6 +216,9 @@ class NSDSpec:
         Map trials to images with nsd_expdesign.mat or with the subject's responses.tsv.
     trials_per_session : int
         750 in NSD (12 runs of 62-63 trials); smaller in tests.
+    networks : bool
+        Label each voxel's functional network from the streams, Kastner2015 and
+        HCP_MMP1 atlases (see :func:`network_labels`); False reads streams only.
     """
 
     subjects: list = field(default_factory=lambda: [1])
@@ -228,6 +233,7 @@ class NSDSpec:
     ncsnr: str = "nsd"
     trials: str = "expdesign"
     trials_per_session: int = TRIALS_PER_SESSION
+    networks: bool = True
 
     def __post_init__(self):
         subs = [self.subjects] if isinstance(self.subjects, (int, np.integer)) else list(self.subjects)
@@ -768,6 +774,146 @@ def _load_labels(path):
 
 
 # ---------------------------------------------------------------------------
+# functional networks
+
+#: The book's functional networks (the demo world's names), plus "other".
+NETWORKS = ("early visual", "mid-level", "category", "attention", "language", "default-mode",
+            "other")
+#: Atlases NSD ships (fsaverage: ``label/{lh,rh}.<atlas>.mgz``; volume: ``roi/<atlas>.nii.gz``),
+#: with ``<atlas>.mgz.ctab`` naming their labels, read to assign networks.
+ATLASES = ("streams", "Kastner2015", "HCP_MMP1")
+_ATLAS_ARG = {"streams": "streams", "Kastner2015": "kastner", "HCP_MMP1": "hcp"}
+
+#: Atlas area -> network, per atlas. streams: NSD's own visual streams (Allen et al. 2022);
+#: Kastner2015: Wang et al. (2015) probabilistic visual topography (V1v ... FEF);
+#: HCP_MMP1: Glasser et al. (2016) areas (names without the "L_"/"_ROI" decorations).
+#: Areas not listed here map to "other".
+NETWORK_AREAS = {
+    "streams": {
+        "early visual": ("early",),
+        "mid-level": ("midventral", "midlateral", "midparietal"),
+        "category": ("ventral", "lateral"),
+        # NSD's parietal stream runs along the intraparietal sulcus, the core of the
+        # dorsal attention network (IPS0-5 in Kastner2015)
+        "attention": ("parietal",),
+    },
+    "kastner": {
+        "early visual": ("V1v", "V1d", "V2v", "V2d", "V3v", "V3d"),
+        "mid-level": ("hV4", "VO1", "VO2", "PHC1", "PHC2", "TO1", "TO2", "LO1", "LO2", "V3a",
+                      "V3A", "V3b", "V3B"),
+        "attention": ("IPS0", "IPS1", "IPS2", "IPS3", "IPS4", "IPS5", "SPL1", "FEF"),
+    },
+    "hcp": {
+        "early visual": ("V1", "V2", "V3"),
+        "mid-level": ("V4", "V3A", "V3B", "V3CD", "V6", "V6A", "V7", "V8", "LO1", "LO2", "LO3",
+                      "MT", "MST", "V4t", "FST", "PIT", "VMV1", "VMV2", "VMV3"),
+        "category": ("FFC", "VVC", "PHA1", "PHA2", "PHA3"),
+        # dorsal attention network: intraparietal areas and frontal eye fields
+        "attention": ("IPS1", "LIPd", "LIPv", "VIP", "MIP", "AIP", "7PC", "7AL", "7PL", "FEF",
+                      "PEF", "6a"),
+        # perisylvian language areas (Broca's 44/45, 47l, 55b, superior temporal sulcus)
+        "language": ("44", "45", "47l", "55b", "SFL", "STSda", "STSdp", "STSva", "STSvp",
+                     "TPOJ1", "STV", "PSL", "A5", "STGa"),
+        # posterior cingulate / precuneus, medial prefrontal, angular gyrus
+        "default-mode": ("PCV", "7m", "31pd", "31pv", "31a", "d23ab", "v23ab", "POS1", "RSC",
+                         "10r", "10v", "p32", "a24", "s32", "PGi", "PGs"),
+    },
+}
+
+
+def _clean_area(name):
+    """HCP_MMP1 area names appear as "V1", "L_V1_ROI" or "lh.V1": keep the area's own name."""
+    name = str(name)
+    name = re.sub(r"^(?:[LR]_|[lr]h[._])", "", name)
+    return re.sub(r"_ROI$", "", name)
+
+
+def network_labels(streams=None, kastner=None, hcp=None):
+    """Functional network of each voxel from the names of its atlas labels.
+
+    Each atlas maps its areas to the book's networks (``NETWORK_AREAS``):
+
+    ====================  ================================  =============================
+    network               Kastner2015 / streams             HCP_MMP1 (Glasser 2016)
+    ====================  ================================  =============================
+    early visual          V1v-V3d / early                   V1, V2, V3
+    mid-level             hV4, VO, PHC, TO, LO, V3A/B /     V4, V3A-CD, V6-V8, LO1-3, MT,
+                          midventral, midlateral,           MST, V4t, FST, PIT, VMV1-3
+                          midparietal
+    category              - / ventral, lateral              FFC, VVC, PHA1-3
+    attention             IPS0-5, SPL1, FEF / parietal      IPS1, LIPd/v, VIP, MIP, AIP,
+                                                            7PC, 7AL, 7PL, FEF, PEF, 6a
+    language              -                                 44, 45, 47l, 55b, SFL, STSd*,
+                                                            STSv*, TPOJ1, STV, PSL, A5, STGa
+    default-mode          -                                 PCV, 7m, 31pd/pv/a, d23ab,
+                                                            v23ab, POS1, RSC, 10r, 10v,
+                                                            p32, a24, s32, PGi, PGs
+    ====================  ================================  =============================
+
+    Where atlases disagree, Kastner2015 wins over streams and streams over
+    HCP_MMP1: the visual atlases are the finer maps of visual cortex (and
+    streams was drawn on NSD's own data), while HCP_MMP1 covers all of
+    cortex and supplies the language, attention and default-mode areas
+    outside visual cortex. A voxel that no atlas assigns is "other".
+
+    Parameters
+    ----------
+    streams, kastner, hcp : array-like of str, shape (n_voxels,), or None
+        Each voxel's label name in NSD's streams, Kastner2015 and HCP_MMP1
+        atlases ("" or None where the atlas has no label); at least one.
+
+    Returns
+    -------
+    network : ndarray of shape (n_voxels,), object
+        One of ``NETWORKS`` per voxel.
+
+    Raises
+    ------
+    ValueError
+        If no atlas is given or their lengths differ.
+
+    Examples
+    --------
+    >>> network_labels(kastner=["V1v", "", "IPS2"], hcp=["V1", "L_44_ROI", "PCV"]).tolist()
+    ['early visual', 'language', 'attention']
+    """
+    given = {k: v for k, v in (("hcp", hcp), ("streams", streams), ("kastner", kastner))
+             if v is not None}
+    if not given:
+        raise ValueError("network_labels needs at least one atlas's labels (streams, kastner, hcp).")
+    lengths = {k: len(v) for k, v in given.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"atlas label arrays differ in length: {lengths}.")
+    n = next(iter(lengths.values()))
+    out = np.full(n, "other", dtype=object)
+    # lowest precedence first, so that later atlases overwrite earlier ones
+    for atlas, labels in given.items():
+        table = {(_clean_area(a) if atlas == "hcp" else a): net
+                 for net, areas in NETWORK_AREAS[atlas].items() for a in areas}
+        labels = np.asarray(["" if x is None else str(x) for x in labels], dtype=object)
+        u, inv = np.unique(labels, return_inverse=True)
+        mapped = np.array([table.get(_clean_area(x) if atlas == "hcp" else x) for x in u],
+                          dtype=object)[inv.ravel()]
+        hit = mapped != None  # noqa: E711 (elementwise on an object array)
+        out[hit] = mapped[hit]
+    return out
+
+
+def atlases_of(spec):
+    """Atlases a subset reads for its network labels: ATLASES, or streams alone.
+
+    Parameters
+    ----------
+    spec : NSDSpec
+
+    Returns
+    -------
+    atlases : tuple of str
+    """
+    return ATLASES if getattr(spec, "networks", True) else ("streams",)
+
+
+# ---------------------------------------------------------------------------
 # the pipeline
 
 def _plan(spec):
@@ -781,9 +927,9 @@ def _plan(spec):
         for h in hemis:
             if spec.ncsnr == "nsd":
                 files.append(nsd_file("ncsnr", s, space, hemi=h))
-            for r in {spec.roi, "streams", "prf-visualrois"} - {"cortex"}:
+            for r in sorted({spec.roi, "prf-visualrois", *atlases_of(spec)} - {"cortex"}):
                 files.append(nsd_file("roi", s, space, hemi=h, roi=r))
-        for r in {spec.roi, "streams", "prf-visualrois"} - {"cortex", "nsdgeneral"}:
+        for r in sorted({spec.roi, "prf-visualrois", *atlases_of(spec)} - {"cortex", "nsdgeneral"}):
             files.append(nsd_file("ctab", s, space, roi=r))
         if spec.roi == "cortex" and space == "func1pt8mm":
             files.append(nsd_file("brainmask", s))
@@ -819,73 +965,88 @@ def download(spec, *, agree_terms=False, base_url=None, cache=None, client=None,
     return {rel: _fetch(rel, client, base_url, cache) for rel in _plan(spec)}
 
 
+def _label_names(values, table, unlabelled=""):
+    """Names of integer labels (0 or less: unlabelled), looked up once per distinct value."""
+    values = np.asarray(values).astype(np.int64).ravel()
+    u, inv = np.unique(values, return_inverse=True)
+    named = np.array([table.get(int(x), str(int(x))) if x > 0 else unlabelled for x in u],
+                     dtype=object)
+    return named[inv.ravel()] if len(u) else np.array([], dtype=object)
+
+
 def _roi_voxels(spec, subject, paths):
-    """Voxel selection and labels of one subject: (selector, VoxelInfo, affine, vol_shape)."""
+    """Voxel selection and labels of one subject: (selector, VoxelInfo, affine, vol_shape).
+
+    The selector is the ROI's (i, j, k) indices in the volume, or a dict hemi ->
+    vertex indices on the surface. Every voxel is labelled with its ROI
+    (prf-visualrois area where it has one) and its functional network, from
+    the atlases of :func:`atlases_of` through :func:`network_labels`.
+    """
     from .data import VoxelInfo
 
     space = spec.space
+    volume = space == "func1pt8mm"
+
     def lab(name, hemi=None):
         data, aff = _load_labels(paths[nsd_file("roi", subject, space, hemi=hemi, roi=name)])
-        return np.asarray(data).reshape(data.shape[:3] if hemi is None else -1), aff
+        data = np.asarray(data)
+        return (data.reshape(data.shape[:3]) if volume else data.reshape(-1)), aff
 
     def names(name):
         if name == "nsdgeneral":
             return {1: "nsdgeneral"}
         return _read_ctab(paths[nsd_file("ctab", subject, space, roi=name)])
 
-    if space == "func1pt8mm":
+    atlases = atlases_of(spec)
+    tables = {a: names(a) for a in atlases + ("prf-visualrois",)}
+    roi_table = names(spec.roi) if spec.roi != "cortex" else {}
+
+    def labels_at(where, hemi, roi_values):
+        """(roi names, network names) of the selected voxels of one volume or hemisphere."""
+        prf = _label_names(lab("prf-visualrois", hemi)[0][where], tables["prf-visualrois"])
+        if spec.roi in ("cortex", "nsdgeneral"):
+            own = np.full(len(prf), spec.roi, dtype=object)
+        else:
+            own = _label_names(roi_values, roi_table, spec.roi)
+        roi = np.where(prf != "", prf, own)
+        found = {a: _label_names(lab(a, hemi)[0][where], tables[a]) for a in atlases}
+        return roi, network_labels(**{_ATLAS_ARG[a]: v for a, v in found.items()})
+
+    if volume:
         if spec.roi == "cortex":
             mask_img, aff = _load_labels(paths[nsd_file("brainmask", subject)])
-            mask = np.asarray(mask_img) > 0
+            mask = np.asarray(mask_img).reshape(np.asarray(mask_img).shape[:3]) > 0
+            roi_vol = None
         else:
             roi_vol, aff = lab(spec.roi)
             mask = roi_vol > 0
         ijk = np.argwhere(mask)
-        stream, _ = lab("streams")
-        prf, _ = lab("prf-visualrois")
-        sn, pn = names("streams"), names("prf-visualrois")
-        roi_names = names(spec.roi) if spec.roi != "cortex" else {}
-        roi_lab = []
-        for i, j, k in ijk:
-            p = int(prf[i, j, k])
-            if p > 0:
-                roi_lab.append(pn.get(p, str(p)))
-            elif spec.roi in ("cortex", "nsdgeneral"):
-                roi_lab.append(spec.roi)
-            else:
-                roi_lab.append(roi_names.get(int(roi_vol[i, j, k]), spec.roi))
-        net = [sn.get(int(stream[i, j, k]), "other") if stream[i, j, k] > 0 else "other"
-               for i, j, k in ijk]
-        vox = VoxelInfo(roi=np.array(roi_lab, dtype=object), network=np.array(net, dtype=object),
-                        vertex=np.full(len(ijk), -1), hemi=np.array([""] * len(ijk), dtype=object),
-                        ijk=ijk)
+        where = tuple(ijk.T)
+        roi, net = labels_at(where, None, None if roi_vol is None else roi_vol[where])
+        vox = VoxelInfo(roi=roi, network=net, vertex=np.full(len(ijk), -1),
+                        hemi=np.array([""] * len(ijk), dtype=object), ijk=ijk)
         return ijk, vox, aff, mask.shape
 
     sel, rois, nets, verts, hemis = {}, [], [], [], []
-    sn, pn = names("streams"), names("prf-visualrois")
-    roi_names = names(spec.roi) if spec.roi not in ("cortex",) else {}
     for h in ("lh", "rh"):
-        stream, _ = lab("streams", h)
-        n = len(stream) if space == "fsaverage" else N_FSAVERAGE5
-        if spec.roi == "cortex":
-            roi_v = np.ones(n, dtype=int)
-        else:
-            roi_v = lab(spec.roi, h)[0][:n]
+        n_all = len(lab(atlases[0], h)[0])
+        if space == "fsaverage" and n_all != N_FSAVERAGE:
+            # a truncated or foreign label file would silently shift every vertex
+            raise ValueError(f"{nsd_file('roi', subject, space, hemi=h, roi=atlases[0])} has "
+                             f"{n_all} vertices; fsaverage has {N_FSAVERAGE} per hemisphere.")
+        n = n_all if space == "fsaverage" else N_FSAVERAGE5
+        roi_v = np.ones(n, dtype=int) if spec.roi == "cortex" else lab(spec.roi, h)[0][:n]
         v = np.flatnonzero(roi_v > 0)
-        prf = lab("prf-visualrois", h)[0]
+        roi, net = labels_at(v, h, roi_v[v])
         sel[h] = v
-        for x in v:
-            p = int(prf[x])
-            rois.append(pn.get(p, str(p)) if p > 0 else
-                        (spec.roi if spec.roi in ("cortex", "nsdgeneral")
-                         else roi_names.get(int(roi_v[x]), spec.roi)))
-            nets.append(sn.get(int(stream[x]), "other") if stream[x] > 0 else "other")
+        rois.append(roi)
+        nets.append(net)
         verts.append(v)
         hemis += [h] * len(v)
     verts = np.concatenate(verts)
-    vox = VoxelInfo(roi=np.array(rois, dtype=object), network=np.array(nets, dtype=object),
-                    vertex=verts, hemi=np.array(hemis, dtype=object),
-                    ijk=np.full((len(verts), 3), -1))
+    vox = VoxelInfo(roi=np.concatenate(rois).astype(object),
+                    network=np.concatenate(nets).astype(object), vertex=verts,
+                    hemi=np.array(hemis, dtype=object), ijk=np.full((len(verts), 3), -1))
     return sel, vox, None, None
 
 

@@ -23,6 +23,25 @@ import numpy as np
 
 STREAMS = ["Unknown", "early", "midventral", "midlateral", "midparietal", "ventral", "lateral", "parietal"]
 PRF = ["Unknown", "V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4"]
+#: Wang et al. (2015) areas in the order of NSD's Kastner2015.mgz.ctab
+KASTNER = ["Unknown", "V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4", "VO1", "VO2", "PHC1",
+           "PHC2", "TO2", "TO1", "LO2", "LO1", "V3b", "V3a", "IPS0", "IPS1", "IPS2", "IPS3",
+           "IPS4", "IPS5", "SPL1", "FEF"]
+#: a few HCP_MMP1 areas (NSD's ctab lists all 180), one or more per network, and one of none
+HCP = ["???", "V1", "44", "45", "STSdp", "PCV", "7m", "FEF", "IPS1", "A1", "p32", "TPOJ1",
+       "FFC", "MT"]
+
+
+def _atlases(index, inside):
+    """Kastner2015 and HCP_MMP1 label values of voxels/vertices with linear index ``index``.
+
+    Kastner2015 labels every third voxel (it covers visual cortex only), in
+    the region ``inside`` and outside it; HCP_MMP1 labels every voxel, so
+    the precedence of the atlases shows wherever they overlap.
+    """
+    kastner = np.where(index % 3 == 0, index // 3 % len(KASTNER), 0)
+    hcp = 1 + index % (len(HCP) - 1)
+    return kastner.astype(np.int16), hcp.astype(np.int16)
 
 
 def _ctab(path, names):
@@ -139,14 +158,18 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
             nsdgeneral[0] = -1  # outside the brain
             streams = np.where(mask, 1 + (ii % 7), 0).astype(np.int16)
             prf = np.where(mask & (jj < vol_shape[1] // 2), 1 + (kk % 7), 0).astype(np.int16)
+            kastner, hcp = _atlases(np.arange(mask.size).reshape(vol_shape), mask)
             for name, vol in (("nsdgeneral", nsdgeneral), ("streams", streams),
-                              ("prf-visualrois", prf), ("floc-faces", prf)):
+                              ("prf-visualrois", prf), ("floc-faces", prf),
+                              ("Kastner2015", kastner), ("HCP_MMP1", hcp)):
                 nib.save(nib.Nifti1Image(vol, affine), roi_dir / f"{name}.nii.gz")
             nib.save(nib.Nifti1Image((nsdgeneral >= 0).astype(np.int16), affine),
                      root / f"nsddata/ppdata/{sj}/func1pt8mm/brainmask.nii.gz")
             lab = root / f"nsddata/freesurfer/{sj}/label"
             _ctab(lab / "streams.mgz.ctab", STREAMS)
             _ctab(lab / "prf-visualrois.mgz.ctab", PRF)
+            _ctab(lab / "Kastner2015.mgz.ctab", KASTNER)
+            _ctab(lab / "HCP_MMP1.mgz.ctab", HCP)
             _ctab(lab / "floc-faces.mgz.ctab", ["Unknown", "OFA", "FFA-1", "FFA-2", "mTL-faces",
                                                 "aTL-faces", "x", "y"])
             bdir = root / f"nsddata_betas/ppdata/{sj}/func1pt8mm/betas_fithrf_GLMdenoise_RR"
@@ -165,20 +188,28 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
                                      chunks=(trials_per_session, 1, 1, 1))
             ncsnr = rng.uniform(0, 1, vol_shape).astype(np.float32)
             nib.save(nib.Nifti1Image(ncsnr, affine), bdir / "ncsnr.nii.gz")
-            sub.update(mask=mask, raw=raw, ncsnr=ncsnr, affine=affine)
+            sub.update(mask=mask, raw=raw, ncsnr=ncsnr, affine=affine,
+                       labels={"streams": streams, "Kastner2015": kastner, "HCP_MMP1": hcp,
+                               "prf-visualrois": prf})
         else:
             lab = root / "nsddata/freesurfer/fsaverage/label"
             lab.mkdir(parents=True, exist_ok=True)
             _ctab(lab / "streams.mgz.ctab", STREAMS)
             _ctab(lab / "prf-visualrois.mgz.ctab", PRF)
+            _ctab(lab / "Kastner2015.mgz.ctab", KASTNER)
+            _ctab(lab / "HCP_MMP1.mgz.ctab", HCP)
             bdir = root / f"nsddata_betas/ppdata/{sj}/fsaverage/betas_fithrf_GLMdenoise_RR"
             bdir.mkdir(parents=True, exist_ok=True)
-            sub["mask"], sub["raw"], sub["ncsnr"] = {}, {}, {}
+            sub["mask"], sub["raw"], sub["ncsnr"], sub["labels"] = {}, {}, {}, {}
             for h in ("lh", "rh"):
                 m = np.zeros(n_vertices, dtype=np.int32)
                 m[rng.choice(n_vertices, int(roi_fraction * n_vertices), replace=False)] = 1
-                for name, v in (("nsdgeneral", m), ("streams", m * (1 + np.arange(n_vertices) % 7)),
-                                ("prf-visualrois", m * (np.arange(n_vertices) % 8))):
+                kastner, hcp = _atlases(np.arange(n_vertices), m > 0)
+                labels = {"nsdgeneral": m, "streams": m * (1 + np.arange(n_vertices) % 7),
+                          "prf-visualrois": m * (np.arange(n_vertices) % 8),
+                          "Kastner2015": kastner, "HCP_MMP1": hcp}
+                sub["labels"][h] = labels
+                for name, v in labels.items():
                     nib.save(nib.MGHImage(v.reshape(-1, 1, 1).astype(np.int32), np.eye(4)),
                              lab / f"{h}.{name}.mgz")
                 w = rng.standard_normal(n_vertices) * m

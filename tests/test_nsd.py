@@ -68,8 +68,9 @@ def test_volume_subset_end_to_end(volume_tree, env, capsys):
                                    .mean(0), atol=1e-5)
     np.testing.assert_allclose(sub.ncsnr, t["ncsnr"][tuple(ijk.T)])
     np.testing.assert_allclose(sub.affine, t["affine"])
-    assert set(sub.voxels.network) <= {"early", "midventral", "midlateral", "midparietal",
-                                       "ventral", "lateral", "parietal", "other"}
+    # networks are the book's (from streams, Kastner2015, HCP_MMP1), not atlas area names
+    assert set(sub.voxels.network) <= set(nsd.NETWORKS)
+    assert "early visual" in set(sub.voxels.network)
     assert "V1v" in set(sub.voxels.roi)
 
 
@@ -355,3 +356,76 @@ def test_two_subjects_end_to_end(tmp_path, env):
     s1, s2 = subset.subject(1), subset.subject(2)
     assert not set(s1.image_index[s1.train]) & set(s2.image_index[s2.train])
     assert len(st.stimulus_id) == len(truth["shared"]) + 8
+
+
+@pytest.fixture(scope="module")
+def fsaverage_tree(tmp_path_factory):
+    # the real fsaverage vertex count (163,842 per hemisphere) with few trials: 12 per session,
+    # 2 sessions, so each hemisphere's beta file is 7.9 MB
+    root = tmp_path_factory.mktemp("nsd_fsaverage")
+    truth = make_nsd_tree(root, trials_per_session=12, n_sessions=2, n_subject_images=8,
+                          n_shared=3, n_images=30, surface=True, n_vertices=nsd.N_FSAVERAGE,
+                          roi_fraction=0.02)
+    return root, truth
+
+
+def _check_surface(subset, truth, hemis_mask):
+    """Betas, ncsnr and vertices of a surface subset against the fixture's truth."""
+    sub, t = subset.subject(1), truth["subjects"][1]
+    ids = subset.stimuli.stimulus_id[sub.image_index]
+    for h in ("lh", "rh"):
+        on = sub.voxels.hemi == h
+        vert = sub.voxels.vertex[on]
+        np.testing.assert_array_equal(vert, np.flatnonzero(hemis_mask[h]))
+        for sess in (1, 2):
+            rows = t["session"] == sess
+            z = zscore_per_session(t["raw"][h][sess][:, vert], np.zeros(rows.sum()))
+            keep = np.isin(t["nsd_id"][rows], ids)
+            np.testing.assert_allclose(sub.trial_betas[sub.trial_session == sess][:, on], z[keep],
+                                       atol=1e-5)
+        np.testing.assert_allclose(sub.ncsnr[on], t["ncsnr"][h][vert])
+    return sub
+
+
+def test_full_fsaverage_roi_and_cortex_subsets(fsaverage_tree, env):
+    root, truth = fsaverage_tree
+    t = truth["subjects"][1]
+    kw = dict(agree_terms=True, progress=False, captions=None)
+    with NSDServer(root) as srv:
+        kw.update(base_url=srv.url, client=HTTPClient(progress=False, backoff=0.001),
+                  captions=[srv.url + "coco/captions_train2017.json"])
+        roi = nsd.prepare(nsd.NSDSpec(space="fsaverage", n_train=3, trials_per_session=12), **kw)
+        sent_roi = srv.bytes_sent
+        cortex = nsd.prepare(nsd.NSDSpec(space="fsaverage", roi="cortex", n_train=3,
+                                         trials_per_session=12), **kw)
+    subset = load_subset(roi, verify=True)
+    assert subset.space == "fsaverage" and subset.manifest["roi"] == "nsdgeneral"
+    sub = _check_surface(subset, truth, t["mask"])
+    assert sub.voxels.vertex.max() >= nsd.N_FSAVERAGE5  # beyond fsaverage5: the full surface
+    assert (sub.voxels.ijk == -1).all()
+    assert sent_roi > 0
+    # whole cortex: every vertex of both hemispheres, in order
+    full = load_subset(cortex)
+    assert full.manifest["roi"] == "cortex" and full.subject(1).betas.shape[1] == 2 * nsd.N_FSAVERAGE
+    every = {h: np.ones(nsd.N_FSAVERAGE, bool) for h in ("lh", "rh")}
+    csub = _check_surface(full, truth, every)
+    # the ROI subset's vertices carry the same values in the cortex subset
+    lh = (csub.voxels.hemi == "lh")
+    pick = np.flatnonzero(lh)[sub.voxels.vertex[sub.voxels.hemi == "lh"]]
+    np.testing.assert_allclose(csub.betas[:, pick], sub.betas[:, sub.voxels.hemi == "lh"],
+                               atol=1e-5)
+    assert set(csub.voxels.roi) <= {"cortex"} | set(["V1v", "V1d", "V2v", "V2d", "V3v", "V3d",
+                                                     "hV4"])
+
+
+def test_fsaverage_label_files_must_have_every_vertex(tmp_path, env):
+    # a label file of the wrong length would shift every vertex: refuse it
+    root = tmp_path / "short"
+    make_nsd_tree(root, trials_per_session=12, n_sessions=2, n_subject_images=8, n_shared=3,
+                  n_images=30, surface=True, n_vertices=12000)
+    with NSDServer(root) as srv:
+        with pytest.raises(ValueError, match="163842"):
+            nsd.prepare(nsd.NSDSpec(space="fsaverage", n_train=3, trials_per_session=12),
+                        agree_terms=True, base_url=srv.url, progress=False,
+                        client=HTTPClient(progress=False, backoff=0.001),
+                        captions=[srv.url + "coco/captions_train2017.json"])
