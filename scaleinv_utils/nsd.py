@@ -13,6 +13,11 @@ What is fetched, and how:
   ``nsddata/experiments/nsd/nsd_stim_info_merged.csv``, whole file;
 - ROIs: ``nsddata/ppdata/subjAA/func1pt8mm/roi/<roi>.nii.gz`` or
   ``nsddata/freesurfer/fsaverage/label/<hemi>.<roi>.mgz`` and their ``.mgz.ctab``, whole files;
+  besides the chosen ROI, every subset reads prf-visualrois (ROI names) and the atlases
+  streams, Kastner2015 and HCP_MMP1, which :func:`network_labels` turns into each
+  voxel's functional network ("early visual", ..., "default-mode", "other");
+- spaces: ``func1pt8mm`` volume, the full ``fsaverage`` surface (163,842 vertices per
+  hemisphere; ``roi="cortex"`` keeps all of them) or ``fsaverage5`` (its first 10,242);
 - ncsnr, beside the betas, whole file;
 - volume betas: ``nsddata_betas/ppdata/subjAA/func1pt8mm/betas_fithrf_GLMdenoise_RR/
   betas_sessionNN.hdf5`` ('betas', int16): only the ROI voxels' HDF5 chunks, by range requests;

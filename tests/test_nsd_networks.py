@@ -134,3 +134,21 @@ def test_volume_subset_networks_and_streams_only_option(tmp_path, env):
     vox = load_subset(only).subject(1).voxels
     np.testing.assert_array_equal(vox.network, expected_networks({"streams": lab["streams"][at]},
                                                                  atlases=("streams",)))
+
+
+def test_an_atlas_as_the_roi(tmp_path, env):
+    # roi="Kastner2015": its labelled vertices only, named by the atlas (prf-visualrois first)
+    root = tmp_path / "surf"
+    truth = make_nsd_tree(root, trials_per_session=12, n_sessions=2, n_subject_images=8,
+                          n_shared=3, n_images=30, surface=True, n_vertices=10300)
+    with NSDServer(root) as srv:
+        path = prepare(srv, space="fsaverage5", roi="Kastner2015", trials_per_session=12)
+    vox = load_subset(path).subject(1).voxels
+    lab = truth["subjects"][1]["labels"]["lh"]
+    on = vox.hemi == "lh"
+    v = vox.vertex[on]
+    np.testing.assert_array_equal(v, np.flatnonzero(lab["Kastner2015"][:nsd.N_FSAVERAGE5] > 0))
+    prf = lab["prf-visualrois"][v]
+    want = np.where(prf > 0, np.array(PRF, object)[prf],
+                    np.array(KASTNER, object)[lab["Kastner2015"][v]])
+    np.testing.assert_array_equal(vox.roi[on], want)
