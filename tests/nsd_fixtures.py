@@ -32,12 +32,12 @@ HCP = ["???", "V1", "44", "45", "STSdp", "PCV", "7m", "FEF", "IPS1", "A1", "p32"
        "FFC", "MT"]
 
 
-def _atlases(index, inside):
+def _atlases(index):
     """Kastner2015 and HCP_MMP1 label values of voxels/vertices with linear index ``index``.
 
     Kastner2015 labels every third voxel (it covers visual cortex only), in
-    the region ``inside`` and outside it; HCP_MMP1 labels every voxel, so
-    the precedence of the atlases shows wherever they overlap.
+    and outside the ROI; HCP_MMP1 labels every voxel, so the precedence of
+    the atlases shows wherever they overlap.
     """
     kastner = np.where(index % 3 == 0, index // 3 % len(KASTNER), 0)
     hcp = 1 + index % (len(HCP) - 1)
@@ -158,7 +158,7 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
             nsdgeneral[0] = -1  # outside the brain
             streams = np.where(mask, 1 + (ii % 7), 0).astype(np.int16)
             prf = np.where(mask & (jj < vol_shape[1] // 2), 1 + (kk % 7), 0).astype(np.int16)
-            kastner, hcp = _atlases(np.arange(mask.size).reshape(vol_shape), mask)
+            kastner, hcp = _atlases(np.arange(mask.size).reshape(vol_shape))
             for name, vol in (("nsdgeneral", nsdgeneral), ("streams", streams),
                               ("prf-visualrois", prf), ("floc-faces", prf),
                               ("Kastner2015", kastner), ("HCP_MMP1", hcp)):
@@ -204,7 +204,7 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
             for h in ("lh", "rh"):
                 m = np.zeros(n_vertices, dtype=np.int32)
                 m[rng.choice(n_vertices, int(roi_fraction * n_vertices), replace=False)] = 1
-                kastner, hcp = _atlases(np.arange(n_vertices), m > 0)
+                kastner, hcp = _atlases(np.arange(n_vertices))
                 labels = {"nsdgeneral": m, "streams": m * (1 + np.arange(n_vertices) % 7),
                           "prf-visualrois": m * (np.arange(n_vertices) % 8),
                           "Kastner2015": kastner, "HCP_MMP1": hcp}
