@@ -29,7 +29,10 @@ def _add_selection(p):
                         "(repeat for several subsets; default func1pt8mm)")
     p.add_argument("--roi", default="nsdgeneral",
                    help="nsdgeneral, streams, prf-visualrois, prf-eccrois, floc-faces, floc-bodies, "
-                        "floc-places, floc-words or cortex (default nsdgeneral)")
+                        "floc-places, floc-words, Kastner2015, HCP_MMP1 or cortex (default nsdgeneral)")
+    p.add_argument("--no-networks", action="store_true",
+                   help="label voxels with the streams atlas only, without the Kastner2015 and "
+                        "HCP_MMP1 atlases that name the functional networks")
     p.add_argument("--n-train", default="1000",
                    help="training images per subject, or 'all' (default 1000)")
     p.add_argument("--no-test", action="store_true", help="leave out the shared1000 test images")
@@ -86,7 +89,7 @@ def _specs(args):
     return [NSDSpec(subjects=args.subjects or [1], space=space, roi=args.roi, n_train=n_train,
                     test=not args.no_test, sessions=_parse_sessions(args.sessions),
                     random_state=args.seed, name=args.name, image_size=args.image_size,
-                    trials=args.trials)
+                    trials=args.trials, networks=not args.no_networks)
             for space in (args.spaces or ["func1pt8mm"])]
 
 

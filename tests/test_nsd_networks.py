@@ -152,3 +152,12 @@ def test_an_atlas_as_the_roi(tmp_path, env):
     want = np.where(prf > 0, np.array(PRF, object)[prf],
                     np.array(KASTNER, object)[lab["Kastner2015"][v]])
     np.testing.assert_array_equal(vox.roi[on], want)
+
+
+def test_cli_network_flag_reaches_the_spec():
+    from scaleinv_utils.cli import _specs, build_parser
+
+    with_networks = _specs(build_parser().parse_args(["prepare", "--roi", "HCP_MMP1"]))[0]
+    without = _specs(build_parser().parse_args(["prepare", "--no-networks"]))[0]
+    assert with_networks.networks and with_networks.roi == "HCP_MMP1"
+    assert not without.networks
