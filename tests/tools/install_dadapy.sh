@@ -16,6 +16,8 @@ tar xzf "$work"/dadapy-0.3.4.tar.gz -C "$work"
 sed -i 's/__pyx_v_d->subarray->shape/PyDataType_SUBARRAY(__pyx_v_d)->shape/g' "$work"/dadapy-0.3.4/dadapy/_cython/*.c
 "$PY" -m pip install -q --no-deps --no-build-isolation "$work"/dadapy-0.3.4 2>&1 | grep -v "^WARNING: Location" || true
 # dadapy's package __init__ imports its jax-based modules, so jax and friends are needed to import it at all.
+# pip then reports that dadapy pins numpy<2, jax==0.4.30, flax==0.8.5: expected, since it was
+# installed with --no-deps against NumPy 2; the agreement test is what shows it works.
 "$PY" -m pip install -q jax flax seaborn networkx 2>&1 | grep -v "^WARNING: Location" || true
 "$PY" - <<'PY'
 import numpy as np
