@@ -125,6 +125,9 @@ def relate(x, y, *, method="spearman", n_permutations=9999, n_bootstrap=2000, co
 def save_table(table, path):
     """Save a results table (pandas DataFrame, one row per model) as CSV, atomically.
 
+    ``table.attrs`` (e.g. the scale grid and profiles of :func:`alignment_table`)
+    is saved beside it as ``<path>.attrs.json`` and restored by :func:`load_table`.
+
     Parameters
     ----------
     table : pandas.DataFrame
@@ -134,8 +137,16 @@ def save_table(table, path):
     -------
     path : pathlib.Path
     """
+    import json
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # CSV cannot hold table.attrs (scale grid, profiles): they go to a JSON file beside it,
+    # written first so a CSV never exists without its attrs.
+    attrs_path = path.with_suffix(path.suffix + ".attrs.json")
+    tmp = attrs_path.with_suffix(".part")
+    tmp.write_text(json.dumps(table.attrs, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    tmp.replace(attrs_path)
     tmp = path.with_suffix(path.suffix + ".part")
     table.to_csv(tmp, index=True)
     tmp.replace(path)
@@ -152,10 +163,16 @@ def load_table(path):
     """
     import pandas as pd
 
+    import json
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No results table at {path}; compute it first.")
-    return pd.read_csv(path, index_col=0)
+    table = pd.read_csv(path, index_col=0)
+    attrs_path = path.with_suffix(path.suffix + ".attrs.json")
+    if attrs_path.is_file():
+        table.attrs.update(json.loads(attrs_path.read_text()))
+    return table
 
 
 # ---------------------------------------------------------------------------

@@ -32,7 +32,10 @@ def data_dir(*parts, create=True):
     -------
     path : pathlib.Path
     """
-    root = Path(os.environ.get(DATA_DIR_ENV) or Path.home() / ".cache" / "scaleinv")
+    value = os.environ.get(DATA_DIR_ENV)
+    # "~" and relative paths would otherwise mean a different place in every working directory.
+    root = (Path(os.path.expandvars(value)).expanduser().resolve() if value
+            else Path.home() / ".cache" / "scaleinv")
     path = root.joinpath(*parts)
     if create:
         path.mkdir(parents=True, exist_ok=True)

@@ -202,8 +202,10 @@ class SubjectData:
         -------
         nc : ndarray of shape (n_voxels,)
         """
-        mask = {"test": self.test, "train": self.train,
-                "all": np.ones_like(self.test)}[split]
+        masks = {"test": self.test, "train": self.train, "all": np.ones_like(self.test)}
+        if split not in masks:
+            raise ValueError(f"split must be one of {sorted(masks)}, got {split!r}.")
+        mask = masks[split]
         return noise_ceiling(self.ncsnr, self.n_trials[mask])
 
 
@@ -353,6 +355,15 @@ def write_subset(path, *, stimuli, subjects, source, space, roi, name=None,
                          f"got {stimuli.images.shape}.")
     if len(stimuli.captions) != n_images or any(len(c) != N_CAPTIONS for c in stimuli.captions):
         raise ValueError(f"captions must be n_images={n_images} lists of {N_CAPTIONS} strings.")
+    if stimuli.images.dtype != np.uint8:
+        # A silent cast would turn float images in [0, 1] into black ones.
+        raise TypeError(f"images must be uint8 (0-255), got dtype {stimuli.images.dtype}.")
+    for key in ("coco_id", "shared"):
+        if np.shape(getattr(stimuli, key)) != (n_images,):
+            raise ValueError(f"{key} must have shape ({n_images},), got {np.shape(getattr(stimuli, key))}.")
+    for key, value in (stimuli.attributes or {}).items():
+        if len(value) != n_images:
+            raise ValueError(f"attributes[{key!r}] has {len(value)} rows, expected n_images={n_images}.")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -382,9 +393,17 @@ def write_subset(path, *, stimuli, subjects, source, space, roi, name=None,
                     "subjects": sorted(subjects), "n_images": n_images,
                     "description": description, "files": files, **(extra or {})}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=_json_default))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a shared cache must stay readable
+        old = None
         if path.exists():
-            shutil.rmtree(path)
+            # Move the old subset aside first, so a crash never leaves neither.
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
         os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -410,14 +429,33 @@ def _write_subject(path, subject, space, d, n_images):
     for key, shape in checks.items():
         if np.shape(d[key]) != shape:
             raise ValueError(f"{subject}: {key} must have shape {shape}, got {np.shape(d[key])}.")
-    if len(vox) != n_vox:
-        raise ValueError(f"{subject}: voxels describe {len(vox)} voxels, betas have {n_vox}.")
+    for key in ("roi", "network", "vertex", "hemi", "ijk"):
+        if len(getattr(vox, key)) != n_vox:
+            raise ValueError(f"{subject}: voxels.{key} describes {len(getattr(vox, key))} voxels, "
+                             f"betas have {n_vox}.")
     trial_betas = np.asarray(d["trial_betas"], dtype=np.float32)
-    if trial_betas.shape[1] != n_vox:
-        raise ValueError(f"{subject}: trial_betas have {trial_betas.shape[1]} voxels, betas {n_vox}.")
+    if trial_betas.ndim != 2 or trial_betas.shape[1] != n_vox:
+        raise ValueError(f"{subject}: trial_betas have {trial_betas.shape[-1]} voxels, betas {n_vox}.")
+    n_trials_total = trial_betas.shape[0]
+    for key in ("trial_image_index", "trial_session"):
+        if np.shape(d[key]) != (n_trials_total,):
+            raise ValueError(f"{subject}: {key} must have shape ({n_trials_total},), got {np.shape(d[key])}.")
+    for key, arr in (("betas", betas), ("trial_betas", trial_betas), ("ncsnr", d["ncsnr"])):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{subject}: {key} contains NaN or infinite values; drop or impute "
+                             "those voxels before writing the subset.")
+    if np.any(np.asarray(d["ncsnr"]) < 0):
+        raise ValueError(f"{subject}: ncsnr must be non-negative.")
+    if np.any(np.asarray(d["n_trials"]) < 1):
+        raise ValueError(f"{subject}: every image needs n_trials >= 1.")
+    bad_split = set(np.unique(np.asarray(d["split"], dtype=str))) - {"train", "test"}
+    if bad_split:
+        raise ValueError(f"{subject}: split values must be 'train' or 'test', got {sorted(bad_split)}.")
     idx = np.asarray(d["image_index"])
-    if idx.min() < 0 or idx.max() >= n_images:
-        raise ValueError(f"{subject}: image_index must lie in [0, {n_images}).")
+    trial_idx = np.asarray(d["trial_image_index"])
+    for key, arr in (("image_index", idx), ("trial_image_index", trial_idx)):
+        if arr.size and (arr.min() < 0 or arr.max() >= n_images):
+            raise ValueError(f"{subject}: {key} must lie in [0, {n_images}).")
     with h5py.File(path, "w") as f:
         f.attrs["subject"] = subject
         f.attrs["space"] = space

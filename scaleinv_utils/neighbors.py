@@ -60,10 +60,11 @@ class NeighborGraph:
 def nearest_neighbors(X, k_max, *, device=None, block_size=2048, exact=True):
     """Exact k_max nearest neighbours of every row of X (Euclidean).
 
-    The candidates come from one blocked matrix product in float32 (on the GPU
-    through torch when ``device="cuda"``); their distances are then recomputed
-    exactly in float64 and re-sorted, so rounding in the fast step cannot change
-    the distances returned.
+    The candidates come from one blocked float64 matrix product (float32 on
+    the GPU through torch when ``device="cuda"``, where tight clusters far from
+    the mean can lose neighbours to rounding); their distances are then
+    recomputed in float64 (from differences, or from a float64 Gram block for
+    large k_max, the nearest 32 always from differences) and re-sorted.
 
     Parameters
     ----------
@@ -76,9 +77,10 @@ def nearest_neighbors(X, k_max, *, device=None, block_size=2048, exact=True):
     block_size : int
         Rows per block of the distance computation (bounds memory).
     exact : bool
-        False skips the float64 pass: neighbours are ranked by float32
-        distances (neighbours closer than float32 rounding may swap ranks) and
-        the distances returned carry float32 precision. Enough for measures
+        False skips the float64 passes: neighbours are ranked by float32
+        distances (neighbours closer than float32 rounding may swap ranks, and
+        tight clusters far from the mean can lose neighbours) and the
+        distances returned carry float32 precision. Enough for measures
         that only count shared neighbours (kNN overlap), and about twice as
         fast for large k_max; ratio estimators of dimension need ``exact=True``.
 
@@ -105,7 +107,9 @@ def nearest_neighbors(X, k_max, *, device=None, block_size=2048, exact=True):
     if device not in (None, "cpu"):
         cand = _candidates_torch(Xc, n_cand, device, block_size)
     else:
-        cand = _candidates_numpy(Xc, n_cand, block_size)
+        # Candidates in float64: in float32, |x|^2 + |y|^2 - 2 x.y loses neighbours whose
+        # distance is ~1e-3 of the points' norms (tight clusters far apart).
+        cand = _candidates_numpy(Xc, n_cand, block_size, dtype=np.float64)
     exact = _exact_distances(Xc, cand)
     order = np.argsort(exact, axis=1, kind="stable")[:, :k_max]
     rows = np.arange(n_samples)[:, None]
@@ -149,12 +153,12 @@ def _exact_distances(X, cand, block_size=2048, n_refine=32, max_elements=1 << 24
     return out
 
 
-def _candidates_numpy(X, n_cand, block_size, return_distances=False):
-    X32 = X.astype(np.float32)
+def _candidates_numpy(X, n_cand, block_size, return_distances=False, dtype=np.float32):
+    X32 = X.astype(dtype, copy=False)
     sq = np.einsum("ij,ij->i", X32, X32)
     n_samples = X.shape[0]
     out = np.empty((n_samples, n_cand), dtype=np.int64)
-    dist = np.empty((n_samples, n_cand), dtype=np.float32) if return_distances else None
+    dist = np.empty((n_samples, n_cand), dtype=dtype) if return_distances else None
     for start in range(0, n_samples, block_size):
         stop = min(start + block_size, n_samples)
         d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (X32[start:stop] @ X32.T)
@@ -206,8 +210,13 @@ def scale_grid(n_samples, n_scales=20, k_min=5, k_max=None):
     ValueError
         If the grid would be empty or k_max >= n_samples.
     """
+    if n_scales < 1:
+        raise ValueError(f"n_scales={n_scales} must be at least 1.")
     if k_max is None:
         k_max = max(k_min, n_samples // 4)
+        if k_max >= n_samples:
+            raise ValueError(f"n_samples={n_samples} is too few for scales from k_min={k_min}; "
+                             f"it needs more than {k_max} points.")
     check_scale(k_max, n_samples, "k_max")
     if k_min < 1 or k_min > k_max:
         raise ValueError(f"k_min={k_min} must be between 1 and k_max={k_max}.")

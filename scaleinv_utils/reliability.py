@@ -149,8 +149,10 @@ def noise_ceiling(ncsnr, n_trials=3):
     if np.any(ncsnr < 0):
         raise ValueError("ncsnr must be non-negative.")
     n = np.atleast_1d(np.asarray(n_trials, dtype=float))
-    if np.any(n < 1):
-        raise ValueError(f"n_trials must be >= 1, got min {n.min()}.")
+    if n.size == 0:
+        raise ValueError("n_trials is empty: no images to compute a noise ceiling for.")
+    if not np.all(np.isfinite(n)) or np.any(n < 1):
+        raise ValueError(f"n_trials must be finite and >= 1, got min {np.nanmin(n) if np.isfinite(n).any() else n[0]}.")
     inv_n = float(np.mean(1.0 / n))
     s2 = ncsnr ** 2
     return 100.0 * s2 / (s2 + inv_n)

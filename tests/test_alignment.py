@@ -55,8 +55,11 @@ def test_errors():
 
 def test_table_roundtrip(tmp_path):
     table = pd.DataFrame({"stability": [0.1, 0.2], "alignment": [0.3, 0.4]}, index=["a", "b"])
+    table.attrs.update(ks=[5, 10], profiles={"a": [1.0, 2.0]}, brain={"mean_id": 3.5})
     path = save_table(table, tmp_path / "results" / "models.csv")
-    pd.testing.assert_frame_equal(load_table(path), table)
+    loaded = load_table(path)
+    pd.testing.assert_frame_equal(loaded, table)
+    assert loaded.attrs == table.attrs
     with pytest.raises(FileNotFoundError, match="compute it first"):
         load_table(tmp_path / "nothing.csv")
 

@@ -122,3 +122,67 @@ def test_write_validates(tmp_path):
         write_subset(tmp_path / "x", stimuli=stim, subjects={}, source="web", space="fsaverage", roi="x")
     with pytest.raises(ValueError, match="exists"):
         write_subset(tmp_path / "ok", stimuli=stim, subjects={}, source="nsd", space="fsaverage", roi="x")
+
+
+def _stim_and_subject(tmp_path):
+    tiny_subset(tmp_path / "ok")
+    subset = load_subset(tmp_path / "ok")
+    subj = subset.subject(1)
+    d = dict(image_index=subj.image_index, split=subj.split, betas=subj.betas, n_trials=subj.n_trials,
+             trial_betas=subj.trial_betas, trial_image_index=subj.trial_image_index,
+             trial_session=subj.trial_session, ncsnr=subj.ncsnr, voxels=subj.voxels)
+    return subset.stimuli, d
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(split=np.array(["trian"] * len(d["split"]))), "split values"),
+    (lambda d: d.update(betas=np.where(np.eye(*d["betas"].shape, dtype=bool), np.nan, d["betas"])), "NaN"),
+    (lambda d: d.update(trial_image_index=d["trial_image_index"][:-1]), "trial_image_index must have shape"),
+    (lambda d: d.update(trial_image_index=d["trial_image_index"] + 100), "trial_image_index must lie"),
+    (lambda d: d.update(n_trials=np.zeros_like(d["n_trials"])), "n_trials >= 1"),
+    (lambda d: d.update(ncsnr=-np.abs(d["ncsnr"]) - 1), "non-negative"),
+    (lambda d: d.update(voxels=VoxelInfo(d["voxels"].roi, d["voxels"].network[:1], d["voxels"].vertex,
+                                         d["voxels"].hemi, d["voxels"].ijk)), "voxels.network"),
+])
+def test_write_rejects_malformed_subjects(tmp_path, change, message):
+    stim, d = _stim_and_subject(tmp_path)
+    change(d)
+    with pytest.raises(ValueError, match=message):
+        write_subset(tmp_path / "bad", stimuli=stim, subjects={"subj01": d}, source="nsd",
+                     space="fsaverage", roi="x")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_write_rejects_malformed_stimuli(tmp_path):
+    import dataclasses
+    stim, d = _stim_and_subject(tmp_path)
+    with pytest.raises(TypeError, match="uint8"):
+        write_subset(tmp_path / "b1", stimuli=dataclasses.replace(stim, images=stim.images / 255.0),
+                     subjects={}, source="nsd", space="fsaverage", roi="x")
+    with pytest.raises(ValueError, match="coco_id must have shape"):
+        write_subset(tmp_path / "b2", stimuli=dataclasses.replace(stim, coco_id=stim.coco_id[:2]),
+                     subjects={}, source="nsd", space="fsaverage", roi="x")
+
+
+def test_overwrite_replaces_and_is_readable(tmp_path):
+    import os
+    import stat
+    path = tiny_subset(tmp_path / "s")
+    assert stat.S_IMODE(os.stat(path).st_mode) & 0o055  # group/others can read, unlike mkdtemp's 0700
+    stim = load_subset(path).stimuli
+    write_subset(path, stimuli=stim, subjects={}, source="nsd", space="fsaverage", roi="y",
+                 overwrite=True)
+    assert load_subset(path).manifest["roi"] == "y"
+    assert [p.name for p in tmp_path.iterdir()] == ["s"]  # no temporary or old copies left
+
+
+def test_noise_ceiling_unknown_split(tmp_path):
+    subj = load_subset(tiny_subset(tmp_path / "s")).subject(1)
+    with pytest.raises(ValueError, match="split must be one of"):
+        subj.noise_ceiling("validation")
+
+
+def test_data_dir_expands_user(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SCALEINV_DATA", "~/cache")
+    assert su.data_dir("x") == (tmp_path / "cache" / "x").resolve()

@@ -78,3 +78,11 @@ def test_alignment_checks():
     assert check("alignment.ex2", pearson.statistic, table=table, x=x, y=y, verbose=False)
     if abs(spearman.statistic - pearson.statistic) > 1e-6:
         assert not check("alignment.ex2", spearman, table=table, x=x, y=y, verbose=False)
+
+
+def test_malformed_answers_get_a_verdict_not_a_crash(world):
+    subset, subj = world
+    assert not check("start.ex2", np.array([0.1, 0.2]), subset=subset, subject=subj, verbose=False)
+    assert not check("start.ex2", "abc", subset=subset, subject=subj, verbose=False)
+    with pytest.raises(TypeError, match="needs other inputs"):
+        check("start.ex1", "language")

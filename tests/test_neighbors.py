@@ -75,3 +75,20 @@ def test_inexact_mode_ranks_like_exact_on_continuous_data():
     exact, fast = nearest_neighbors(X, 60), nearest_neighbors(X, 60, exact=False)
     np.testing.assert_allclose(fast.distances, exact.distances, rtol=1e-4)
     assert (fast.indices == exact.indices).mean() > 0.999
+
+
+def test_tight_clusters_far_apart_keep_their_neighbours():
+    # Distances ~1e-3 of the norms: float32 |x|^2 + |y|^2 - 2 x.y would pick wrong neighbours.
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=1000, size=(20, 50))
+    X = centres[rng.integers(20, size=2000)] + rng.normal(size=(2000, 50))
+    graph = nearest_neighbors(X, 10)
+    dist, idx = NearestNeighbors(n_neighbors=11, algorithm="brute").fit(X).kneighbors(X)
+    np.testing.assert_allclose(graph.distances, dist[:, 1:], rtol=1e-9)
+
+
+def test_scale_grid_validation():
+    with pytest.raises(ValueError, match="n_scales=0"):
+        scale_grid(100, n_scales=0)
+    with pytest.raises(ValueError, match="too few"):
+        scale_grid(5)

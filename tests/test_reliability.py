@@ -66,7 +66,7 @@ def test_errors():
         compute_ncsnr(np.ones((4, 2)), [0, 1, 2, 3])
     with pytest.raises(ValueError, match="non-negative"):
         noise_ceiling(np.array([-1.0]))
-    with pytest.raises(ValueError, match="n_trials must be >= 1"):
+    with pytest.raises(ValueError, match="n_trials must be finite and >= 1"):
         noise_ceiling(np.array([1.0]), 0)
     with pytest.raises(ValueError, match="at least 2"):
         zscore_per_session(np.ones((3, 2)), [0, 0, 1])
@@ -74,3 +74,10 @@ def test_errors():
         average_repeats(np.ones((3, 2)), [0, 1])
     with pytest.raises(ValueError, match="NaN"):
         compute_ncsnr(np.full((4, 2), np.nan), [0, 0, 1, 1])
+
+
+def test_noise_ceiling_rejects_empty_or_nan_trial_counts():
+    with pytest.raises(ValueError, match="empty"):
+        noise_ceiling(np.array([1.0]), np.array([], dtype=int))
+    with pytest.raises(ValueError, match="finite"):
+        noise_ceiling(np.array([1.0]), np.nan)

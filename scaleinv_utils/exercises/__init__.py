@@ -105,7 +105,14 @@ def check(exercise_id, answer, verbose=True, **inputs):
     if answer is None or answer is Ellipsis:
         result = CheckResult(False, "no answer yet: replace the `...` in the stub with your code.")
     else:
-        result = _REGISTRY[exercise_id](answer, **inputs)
+        try:
+            result = _REGISTRY[exercise_id](answer, **inputs)
+        except TypeError as exc:
+            if "argument" in str(exc):  # the chapter's call lacks an input the check needs
+                raise TypeError(f"check({exercise_id!r}, ...) needs other inputs: {exc}") from exc
+            result = CheckResult(False, f"the answer has the wrong type for this exercise ({exc}).")
+        except (ValueError, IndexError) as exc:
+            result = CheckResult(False, f"the answer has the wrong form for this exercise ({exc}).")
     if verbose:
         print(("✅ " if result.correct else "❌ ") + f"{exercise_id}: " + result.message)
     return result
