@@ -323,9 +323,11 @@ class NSDServer:
                 self._write(body)
 
             def _write(self, body):
-                self.wfile.write(body)
+                # Count before writing: the client can finish reading (and a test check the
+                # count) before this thread returns from write().
                 with server._lock:
                     server.bytes_sent += len(body)
+                self.wfile.write(body)
 
             def _status(self, code):
                 self.send_response(code)
