@@ -30,7 +30,9 @@ neighbour graph raise an error if it has zero distances.
 """
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -536,7 +538,7 @@ def _lpca_all(X, indices, ks, fraction, centers, need_eig, max_bytes=2e8):
     For a centre, the neighbourhoods at the scales are nested (the first k of
     one sorted list), so one Gram matrix of the largest neighbourhood serves
     every scale: its leading k x k block, double-centred, has the nonzero
-    eigenvalues of the k-point local covariance (times k - 1). The Gram is
+    eigenvalues of the k-point local covariance (times k). The Gram is
     k x k instead of D x D, which is the cheaper side whenever k < D.
 
     Returns
@@ -544,37 +546,55 @@ def _lpca_all(X, indices, ks, fraction, centers, need_eig, max_bytes=2e8):
     n_frac : ndarray of shape (n_centers, n_scales) or None
     pr : ndarray of shape (n_centers, n_scales)
     """
-    from threadpoolctl import threadpool_limits
+    import torch
 
     k_top = int(ks.max())
     n_c, n_features = centers.size, X.shape[1]
     pr = np.empty((n_c, ks.size))
     n_frac = np.empty((n_c, ks.size)) if need_eig else None
     chunk = max(1, int(max_bytes // (8 * k_top * max(n_features, k_top))))
-    for start in range(0, n_c, chunk):
-        c = centers[start:start + chunk]
-        # Differences to the centre point: translation drops out and cancellation is small.
-        Y = X[indices[c, :k_top]] - X[c][:, None, :]
-        G = Y @ Y.transpose(0, 2, 1)
-        for s, k in enumerate(ks):
-            Gk = G[:, :k, :k]
-            # Double centring H G H with H = I - 11'/k, written with sums so that the
-            # participation ratio tr(C)^2 / tr(C^2) needs neither a copy nor eigenvalues:
-            # tr(HGH) = tr G - s/k and |HGH|^2 = |G|^2 - 2|r|^2/k + s^2/k^2 (r row sums, s total).
-            r = Gk.sum(axis=2)
-            tot = r.sum(axis=1)
-            trace = np.einsum("bii->b", Gk) - tot / k
-            frob = np.einsum("bij,bij->b", Gk, Gk) - 2 * np.einsum("bi,bi->b", r, r) / k + tot ** 2 / k ** 2
-            pr[start:start + chunk, s] = trace ** 2 / frob
-            if need_eig:
-                rm = r[:, :, None] / k
-                Gc = Gk - rm - rm.transpose(0, 2, 1) + (tot / k ** 2)[:, None, None]
-                # Threads only slow LAPACK down on a stack of small matrices.
-                with threadpool_limits(1, user_api="blas"):
-                    lam = np.clip(np.linalg.eigvalsh(Gc)[:, ::-1], 0, None)
-                cum = np.cumsum(lam, axis=1) / lam.sum(axis=1, keepdims=True)
-                n_frac[start:start + chunk, s] = np.sum(cum < fraction, axis=1) + 1
+    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64))
+    # LAPACK is single-threaded on small matrices; two halves of each batch run in parallel.
+    n_workers = min(2, os.cpu_count() or 1) if need_eig else 1
+    with ThreadPoolExecutor(n_workers) as pool:
+        for start in range(0, n_c, chunk):
+            c = centers[start:start + chunk]
+            # Differences to the centre point: translation drops out and cancellation is small.
+            Y = Xt[torch.from_numpy(indices[c, :k_top])] - Xt[torch.from_numpy(c)][:, None, :]
+            G = torch.bmm(Y, Y.transpose(1, 2)).numpy()
+            del Y
+            for s, k in enumerate(ks):
+                Gk = G[:, :k, :k]
+                # Double centring H G H with H = I - 11'/k, written with sums so that the
+                # participation ratio tr(C)^2 / tr(C^2) needs neither a copy nor eigenvalues:
+                # tr(HGH) = tr G - s/k and |HGH|^2 = |G|^2 - 2|r|^2/k + s^2/k^2 (r row sums, s total).
+                r = Gk.sum(axis=2)
+                tot = r.sum(axis=1)
+                trace = np.einsum("bii->b", Gk) - tot / k
+                frob = (np.einsum("bij,bij->b", Gk, Gk) - 2 * np.einsum("bi,bi->b", r, r) / k
+                        + tot ** 2 / k ** 2)
+                pr[start:start + chunk, s] = trace ** 2 / frob
+                if need_eig:
+                    halves = np.array_split(np.arange(c.size), n_workers)
+                    counts = pool.map(lambda h: _fraction_count(Gk[h], r[h], tot[h], k, fraction),
+                                      halves)
+                    n_frac[start:start + chunk, s] = np.concatenate(list(counts))
     return n_frac, pr
+
+
+def _fraction_count(G, row_sums, total, k, fraction):
+    """Components needed for ``fraction`` of the variance, from k x k Gram blocks."""
+    from threadpoolctl import threadpool_limits
+
+    rm = row_sums[:, :, None] / k
+    centred = G - rm
+    centred -= rm.transpose(0, 2, 1)
+    centred += (total / k ** 2)[:, None, None]
+    # Threads only slow LAPACK down on a stack of small matrices.
+    with threadpool_limits(1, user_api="blas"):
+        lam = np.clip(np.linalg.eigvalsh(centred)[:, ::-1], 0, None)
+    cum = np.cumsum(lam, axis=1) / lam.sum(axis=1, keepdims=True)
+    return np.sum(cum < fraction, axis=1) + 1
 
 
 def _pick_centers(n_samples, n_centers, random_state):

@@ -60,11 +60,13 @@ class NeighborGraph:
 def nearest_neighbors(X, k_max, *, device=None, block_size=2048, exact=True):
     """Exact k_max nearest neighbours of every row of X (Euclidean).
 
-    The candidates come from one blocked float64 matrix product (float32 on
-    the GPU through torch when ``device="cuda"``, where tight clusters far from
-    the mean can lose neighbours to rounding); their distances are then
-    recomputed in float64 (from differences, or from a float64 Gram block for
-    large k_max, the nearest 32 always from differences) and re-sorted.
+    One blocked matrix product (torch, on the CPU or the GPU) ranks every
+    point; a partial selection keeps the k_max nearest with their squared
+    distances |x|^2 + |y|^2 - 2 x.y from the same product. With ``exact=True``
+    this runs in float64, and the few distances that float64 rounding could
+    still blur (neighbours closer than ~0.4% of the points' norms, as in
+    tight clusters far from the mean) are recomputed from differences, so
+    every distance returned is accurate to ~1e-8 relative or better.
 
     Parameters
     ----------
@@ -73,16 +75,16 @@ def nearest_neighbors(X, k_max, *, device=None, block_size=2048, exact=True):
     k_max : int
         Largest scale needed; must be smaller than n_samples.
     device : {None, "cpu", "cuda"}
-        None uses NumPy on the CPU; "cuda" uses torch on the GPU.
+        Where the matrix product runs; None is the CPU.
     block_size : int
         Rows per block of the distance computation (bounds memory).
     exact : bool
-        False skips the float64 passes: neighbours are ranked by float32
-        distances (neighbours closer than float32 rounding may swap ranks, and
-        tight clusters far from the mean can lose neighbours) and the
-        distances returned carry float32 precision. Enough for measures
-        that only count shared neighbours (kNN overlap), and about twice as
-        fast for large k_max; ratio estimators of dimension need ``exact=True``.
+        False ranks neighbours by float32 distances (neighbours closer than
+        float32 rounding may swap ranks, and tight clusters far from the mean
+        can lose neighbours) and the distances returned carry float32
+        precision. Enough for measures that only count shared neighbours (kNN
+        overlap) and about twice as fast; ratio estimators of dimension need
+        ``exact=True``.
 
     Returns
     -------
@@ -94,96 +96,59 @@ def nearest_neighbors(X, k_max, *, device=None, block_size=2048, exact=True):
         If X is not 2-D, contains NaNs, or k_max >= n_samples.
     """
     X = check_array(X, "X", min_samples=2)
-    n_samples = X.shape[0]
+    n_samples, n_features = X.shape
     k_max = check_scale(k_max, n_samples, "k_max")
-    # A few spare candidates absorb float32 rounding near ties at the k_max boundary.
-    n_cand = min(n_samples - 1, k_max + 8)
     Xc = X - X.mean(axis=0)  # centring changes no distance and reduces cancellation
-    if not exact and device in (None, "cpu"):
-        cand, dist = _candidates_numpy(Xc, k_max, block_size, return_distances=True)
-        order = np.argsort(dist, axis=1, kind="stable")
-        return NeighborGraph(indices=np.take_along_axis(cand, order, axis=1),
-                             distances=np.take_along_axis(dist, order, axis=1).astype(np.float64))
-    if device not in (None, "cpu"):
-        cand = _candidates_torch(Xc, n_cand, device, block_size)
-    else:
-        # Candidates in float64: in float32, |x|^2 + |y|^2 - 2 x.y loses neighbours whose
-        # distance is ~1e-3 of the points' norms (tight clusters far apart).
-        cand = _candidates_numpy(Xc, n_cand, block_size, dtype=np.float64)
-    exact = _exact_distances(Xc, cand)
-    order = np.argsort(exact, axis=1, kind="stable")[:, :k_max]
-    rows = np.arange(n_samples)[:, None]
-    return NeighborGraph(indices=cand[rows, order].astype(np.int64),
-                         distances=exact[rows, order])
+    # In float32, |x|^2 + |y|^2 - 2 x.y loses neighbours whose distance is ~1e-3 of the
+    # points' norms (tight clusters far apart); in float64 only much closer ones.
+    dtype = "float64" if exact else "float32"
+    cand, d2, sq = _candidates(Xc, k_max, block_size, dtype, device)
+    if exact:
+        # Rounding of the product leaves an error of about n_features * eps * (|x|^2 + |y|^2)
+        # in d^2; where that could exceed 1e-8 of d^2, recompute from differences.
+        at_risk = d2 < 1e8 * n_features * np.finfo(np.float64).eps * (sq[:, None] + sq[cand])
+        rows, cols = np.nonzero(at_risk)
+        d2[rows, cols] = _squared_differences(Xc, rows, cand[rows, cols])
+    dist = np.sqrt(np.maximum(d2, 0.0)).astype(np.float64)
+    order = np.argsort(dist, axis=1, kind="stable")
+    return NeighborGraph(indices=np.take_along_axis(cand, order, axis=1),
+                         distances=np.take_along_axis(dist, order, axis=1))
 
 
-def _exact_distances(X, cand, block_size=2048, n_refine=32, max_elements=1 << 24):
-    """Float64 distances from each point to its candidates, memory bounded.
-
-    Few candidates: from differences, in row blocks (forming them all at once
-    needs n_samples * n_cand * n_features floats: 154 GB for 10,000 x 2,500 x 768).
-    Many candidates (over ~1% of the points): gathering differences is
-    memory-bound, so distances come from a float64 Gram block, |x|^2 + |y|^2 - 2 x.y (X is centred), and only
-    the n_refine smallest (those ratio estimators such as TwoNN divide by) are
-    recomputed from differences.
-    """
-    n_samples, n_cand = cand.shape
-    out = np.empty(cand.shape)
-    # Gathering candidate rows is memory-bound (measured ~100x slower per element than a
-    # BLAS flop here), so a float64 Gram block wins once candidates exceed ~1% of the points.
-    if n_cand * 100 > n_samples:
-        sq = np.einsum("ij,ij->i", X, X)
-        for start in range(0, n_samples, block_size):
-            stop = min(start + block_size, n_samples)
-            c = cand[start:stop]
-            gram = X[start:stop] @ X.T
-            d2 = sq[start:stop, None] + sq[c] - 2.0 * np.take_along_axis(gram, c, axis=1)
-            out[start:stop] = np.sqrt(np.maximum(d2, 0.0))
-        order = np.argsort(out, axis=1, kind="stable")
-        cand[:] = np.take_along_axis(cand, order, axis=1)
-        out = np.take_along_axis(out, order, axis=1)
-        n_exact = min(n_refine, n_cand)
-    else:
-        n_exact = n_cand
-    step = max(1, max_elements // max(1, n_exact * X.shape[1]))
-    for start in range(0, n_samples, step):
-        stop = min(start + step, n_samples)
-        diff = X[cand[start:stop, :n_exact]] - X[start:stop, None, :]
-        out[start:stop, :n_exact] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+def _squared_differences(X, rows, cols, max_elements=1 << 24):
+    """|X[rows] - X[cols]|^2 pair by pair, in bounded blocks of pairs."""
+    out = np.empty(rows.size)
+    step = max(1, max_elements // max(1, X.shape[1]))
+    for start in range(0, rows.size, step):
+        diff = X[rows[start:start + step]] - X[cols[start:start + step]]
+        out[start:start + step] = np.einsum("ij,ij->i", diff, diff)
     return out
 
 
-def _candidates_numpy(X, n_cand, block_size, return_distances=False, dtype=np.float32):
-    X32 = X.astype(dtype, copy=False)
-    sq = np.einsum("ij,ij->i", X32, X32)
-    n_samples = X.shape[0]
-    out = np.empty((n_samples, n_cand), dtype=np.int64)
-    dist = np.empty((n_samples, n_cand), dtype=dtype) if return_distances else None
-    for start in range(0, n_samples, block_size):
-        stop = min(start + block_size, n_samples)
-        d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (X32[start:stop] @ X32.T)
-        d2[np.arange(stop - start), np.arange(start, stop)] = np.inf  # exclude self
-        part = np.argpartition(d2, n_cand - 1, axis=1)[:, :n_cand]
-        out[start:stop] = part
-        if return_distances:
-            dist[start:stop] = np.sqrt(np.maximum(np.take_along_axis(d2, part, axis=1), 0.0))
-    return (out, dist) if return_distances else out
+def _candidates(X, k, block_size, dtype, device):
+    """The k nearest of every row (self excluded), their squared distances, and |x|^2.
 
-
-def _candidates_torch(X, n_cand, device, block_size):
+    Uses ``torch.topk``: a partial selection several times faster than
+    ``numpy.argpartition`` on the CPU here (0.6 s against 2.7 s for 512 of
+    10,000 columns in 10,000 rows).
+    """
     import torch
 
-    Xt = torch.as_tensor(X, dtype=torch.float32, device=device)
+    Xt = torch.as_tensor(X, dtype=getattr(torch, dtype), device=device or "cpu")
     sq = (Xt * Xt).sum(1)
     n_samples = X.shape[0]
-    out = torch.empty((n_samples, n_cand), dtype=torch.int64, device=device)
+    idx = np.empty((n_samples, k), dtype=np.int64)
+    d2 = np.empty((n_samples, k), dtype=np.float64)
     for start in range(0, n_samples, block_size):
         stop = min(start + block_size, n_samples)
-        d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (Xt[start:stop] @ Xt.T)
-        idx = torch.arange(stop - start, device=device)
-        d2[idx, idx + start] = float("inf")
-        out[start:stop] = torch.topk(d2, n_cand, dim=1, largest=False).indices
-    return out.cpu().numpy()
+        # |x_i|^2 is constant along a row, so the ranking needs only |y|^2 - 2 x.y.
+        rank = torch.addmm(sq[None, :], Xt[start:stop], Xt.T, alpha=-2.0)
+        rows = torch.arange(stop - start, device=Xt.device)
+        rank[rows, rows + start] = float("inf")  # exclude self
+        top = torch.topk(rank, k, dim=1, largest=False, sorted=False)
+        idx[start:stop] = top.indices.cpu().numpy()
+        d2[start:stop] = (top.values + sq[start:stop, None]).cpu().numpy()
+    return idx, d2, sq.cpu().numpy().astype(np.float64)
 
 
 def scale_grid(n_samples, n_scales=20, k_min=5, k_max=None):

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy.spatial.distance import cdist
 from sklearn.neighbors import NearestNeighbors
 
 from scaleinv_utils._validation import check_array, check_random_state, check_scale
@@ -92,3 +93,35 @@ def test_scale_grid_validation():
         scale_grid(100, n_scales=0)
     with pytest.raises(ValueError, match="too few"):
         scale_grid(5)
+
+
+def test_distances_blurred_by_float64_rounding_are_recomputed():
+    # Neighbours ~1e-6 of the norms apart: the float64 product |x|^2 + |y|^2 - 2 x.y
+    # keeps only ~4 digits of d^2; the graph must still give them to 1e-9.
+    rng = np.random.default_rng(1)
+    centres = rng.normal(scale=1000, size=(5, 20))
+    X = centres[np.repeat(np.arange(5), 40)] + 1e-2 * rng.normal(size=(200, 20))
+    graph = nearest_neighbors(X, 10)
+    # From differences (scikit-learn's brute force uses the product and blurs them too).
+    full = cdist(X, X)
+    np.fill_diagonal(full, np.inf)
+    np.testing.assert_allclose(graph.distances, np.sort(full, axis=1)[:, :10], rtol=1e-9)
+    np.testing.assert_allclose(np.take_along_axis(full, graph.indices, axis=1), graph.distances,
+                               rtol=1e-9)
+    # Without the recomputation the same product is off by far more than that.
+    Xc = X - X.mean(axis=0)
+    sq = np.einsum("ij,ij->i", Xc, Xc)
+    gram_d2 = sq[:, None] + sq[graph.indices] - 2 * np.einsum("ik,ijk->ij", Xc, Xc[graph.indices])
+    assert np.max(np.abs(np.sqrt(np.maximum(gram_d2, 0)) / graph.distances - 1)) > 1e-6
+
+
+def test_cuda_device_is_refused_clearly_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        graph = nearest_neighbors(np.random.default_rng(0).normal(size=(300, 8)), 20, device="cuda")
+        ref = nearest_neighbors(np.random.default_rng(0).normal(size=(300, 8)), 20)
+        np.testing.assert_array_equal(graph.indices, ref.indices)
+    else:
+        with pytest.raises((RuntimeError, AssertionError)):
+            nearest_neighbors(np.ones((10, 2)) + np.arange(10)[:, None], 2, device="cuda")
