@@ -12,6 +12,10 @@ with a little isotropic noise. Timed, best of ``--repeat`` runs:
 - neighbours: ``nearest_neighbors(X, 2 * k_max)`` (exact float64 distances);
 - profile: ``id_profile`` with Gride, TwoNN, MLE, local PCA (fraction and PR)
   over 20 scales k = 2 .. k_max, given the graph, and the total with the search;
+  local PCA both with its default precision target (``lpca_rtol=0.01``: centres
+  added until each scale's mean has a 1% standard error, at most 1,000) and
+  with exactly 1,000 centres; ``--reference`` adds every point as a centre and
+  reports how far both means are from it;
 - DADApy: ``Data(X).return_id_scaling_gride(range_max=2 * k_max)`` (distances included);
 - scikit-dimension: pointwise ``lPCA`` at one scale k = 50 (N = 2,000 only: ~16 s).
 
@@ -59,7 +63,7 @@ def import_dadapy():
     return dadapy
 
 
-def run(n, k_max, repeat, lpca_centers, skdim_k=50):
+def run(n, k_max, repeat, lpca_centers, with_reference, skdim_k=50):
     X = make_data(n)
     ks = nb.scale_grid(n, 20, k_min=2, k_max=k_max)
     rows = []
@@ -71,10 +75,22 @@ def run(n, k_max, repeat, lpca_centers, skdim_k=50):
     rows.append((f"profile Gride + TwoNN + MLE, {len(ks)} scales (graph given)", t_ratio))
     t_lpca, lp = best_of(lambda: dm.id_profile(X, ks, ("lpca", "lpca_pr"), graph=graph,
                                                lpca_centers=lpca_centers, random_state=0), repeat)
-    rows.append((f"profile local PCA (fraction + PR), {len(ks)} scales, {min(n, lpca_centers)} centres",
-                 t_lpca))
+    used = lp.lpca_centers
+    rows.append((f"profile local PCA (fraction + PR), {len(ks)} scales, default lpca_rtol = 0.01: "
+                 f"{used.min()}-{used.max()} of at most {min(n, lpca_centers)} centres per scale", t_lpca))
+    t_fixed, fixed = best_of(lambda: dm.id_profile(X, ks, ("lpca", "lpca_pr"), graph=graph,
+                                                   lpca_centers=lpca_centers, lpca_rtol=0,
+                                                   random_state=0), repeat)
+    rows.append((f"profile local PCA, exactly {min(n, lpca_centers)} centres per scale (lpca_rtol = 0)",
+                 t_fixed))
     total = t_nn + t_ratio + t_lpca
-    rows.append(("profile total (search + all estimators)", total))
+    rows.append(("profile total (search + all estimators, defaults)", total))
+    rows.append((f"profile total with {min(n, lpca_centers)} centres per scale", t_nn + t_ratio + t_fixed))
+    reference = None
+    if with_reference:
+        t_ref, reference = best_of(lambda: dm.id_profile(X, ks, ("lpca", "lpca_pr"), graph=graph,
+                                                         lpca_centers=None), 1)
+        rows.append((f"profile local PCA on all {n} points (reference)", t_ref))
     t_one, one = best_of(lambda: dm.local_pca(X, skdim_k, graph=graph), 1)
     rows.append((f"local PCA one scale k = {skdim_k}, all {n} points", t_one))
 
@@ -104,8 +120,18 @@ def run(n, k_max, repeat, lpca_centers, skdim_k=50):
         print(f"- DADApy Gride curve / our whole profile: {t_dada / total:.2f}; "
               f"/ our Gride+TwoNN+MLE incl. search: {t_dada / (t_nn + t_ratio):.2f}")
         print(f"- Gride agreement with DADApy on k = {dks.tolist()}: max relative difference {agree:.1e}")
-    lpca_per_scale = t_lpca / len(ks)
-    print(f"- local PCA: {lpca_per_scale:.3f} s per scale over {len(ks)} scales; one scale k = {skdim_k} "
+    if reference is not None:
+        for name in ("lpca", "lpca_pr"):
+            for label, prof_ in (("default", lp), (f"{min(n, lpca_centers)} centres", fixed)):
+                err = np.abs(prof_[name] - reference[name])
+                # k = 2 has one nonzero eigenvalue: its standard error is rounding, not sampling.
+                ok = prof_.stderr[name] > 1e-9 * reference[name]
+                z = np.max(err[ok] / prof_.stderr[name][ok]) if ok.any() else 0.0
+                print(f"- {name}, {label}: max |mean - all-point mean| = {err.max():.3f} "
+                      f"({np.max(err / reference[name]):.2%} relative; {z:.1f} reported standard errors)")
+    lpca_per_scale = t_fixed / len(ks)
+    print(f"- local PCA centres used per scale (default): {used.tolist()}")
+    print(f"- local PCA, {min(n, lpca_centers)} centres: {lpca_per_scale:.3f} s per scale over {len(ks)} scales; one scale k = {skdim_k} "
           f"on all points: {t_one:.3f} s")
     if t_sk is not None:
         print(f"- scikit-dimension lPCA (k = {skdim_k}) / ours (same k, all points): {t_sk / t_one:.0f}x; "
@@ -121,10 +147,15 @@ def main():
     parser.add_argument("--k-max", type=int, default=256, help="largest scale (Gride uses 2 k_max)")
     parser.add_argument("--lpca-centers", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--reference", action="store_true",
+                        help="also run local PCA on every point and report the sampling error")
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, numpy {np.__version__}")
+    import torch  # the neighbour search's selection; imported untimed, like DADApy
+
+    print(f"machine: {platform.processor() or platform.machine()}, numpy {np.__version__}, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
     for n in args.n:
-        run(n, args.k_max, args.repeat, args.lpca_centers)
+        run(n, args.k_max, args.repeat, args.lpca_centers, args.reference)
 
 
 if __name__ == "__main__":

@@ -248,6 +248,55 @@ def test_default_grid_and_centre_subsample():
     sub = dm.id_profile(X, ks=ks, estimators=("lpca_pr",), random_state=0, lpca_centers=200)
     full = dm.id_profile(X, ks=ks, estimators=("lpca_pr",), lpca_centers=None)
     assert_allclose(sub["lpca_pr"], full["lpca_pr"], rtol=0.05)
+    assert sub.lpca_centers.tolist() == [200] * 3 and full.lpca_centers.tolist() == [1100] * 3
+    assert np.all(full.stderr["lpca_pr"] == 0)
+
+
+def mixed_dimensions(seed):
+    # Half the points on a 2-D sheet, half in a 9-D blob: pointwise local PCA varies a lot.
+    rng = np.random.default_rng(seed)
+    sheet = np.hstack([rng.uniform(size=(3000, 2)), np.zeros((3000, 8))])
+    blob = np.hstack([rng.uniform(size=(3000, 9)), np.zeros((3000, 1))]) + 3.0
+    return np.vstack([sheet, blob]) @ rotation(10, rng)
+
+
+def test_adaptive_centres_meet_their_precision_target():
+    X = mixed_dimensions(0)
+    ks = [10, 40]
+    g = nearest_neighbors(X, 40)
+    prof = dm.id_profile(X, ks, ("lpca", "lpca_pr"), graph=g, lpca_centers=2000, lpca_rtol=0.01,
+                         random_state=0)
+    exact = dm.id_profile(X, ks, ("lpca", "lpca_pr"), graph=g, lpca_centers=None)
+    for name in ("lpca", "lpca_pr"):
+        done = prof.lpca_centers >= 2000
+        assert np.all((prof.stderr[name] <= 0.01 * prof[name]) | done)
+        assert np.all(np.abs(prof[name] - exact[name]) <= 4 * prof.stderr[name])
+    # The two populations differ by ~7 dimensions: 200 centres cannot reach 1%.
+    assert np.all(prof.lpca_centers > 200)
+    # A homogeneous cube reaches the target at the larger scale in the first round.
+    cube_prof = dm.id_profile(cube(6000, 3, 10, seed=1), ks, ("lpca_pr",), lpca_rtol=0.01, random_state=0)
+    assert cube_prof.lpca_centers[-1] == 200
+    # lpca_rtol=0 takes exactly lpca_centers everywhere.
+    fixed = dm.id_profile(X, ks, ("lpca_pr",), graph=g, lpca_centers=300, lpca_rtol=0, random_state=0)
+    assert fixed.lpca_centers.tolist() == [300, 300]
+
+
+def test_reported_standard_error_matches_the_spread_over_seeds():
+    X = mixed_dimensions(1)
+    g = nearest_neighbors(X, 20)
+    runs = [dm.id_profile(X, [20], ("lpca_pr",), graph=g, lpca_centers=300, lpca_rtol=0, random_state=seed)
+            for seed in range(60)]
+    means = np.array([r["lpca_pr"][0] for r in runs])
+    reported = np.mean([r.stderr["lpca_pr"][0] for r in runs])
+    assert 0.75 < means.std(ddof=1) / reported < 1.33
+
+
+def test_centre_parameters_are_checked():
+    X = cube(500, 3, 6, seed=2)
+    with pytest.raises(ValueError, match="lpca_rtol"):
+        dm.id_profile(X, [5], ("lpca",), lpca_centers=100, lpca_rtol=-1)
+    with pytest.raises(ValueError, match="lpca_centers=0"):
+        dm.id_profile(X, [5], ("lpca",), lpca_centers=0)
 
 
 def test_bootstrap_intervals_cover_and_are_reproducible():
