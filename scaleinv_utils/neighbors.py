@@ -109,10 +109,13 @@ def nearest_neighbors(X, k_max, *, device=None, block_size=2048, exact=True):
         at_risk = d2 < 1e8 * n_features * np.finfo(np.float64).eps * (sq[:, None] + sq[cand])
         rows, cols = np.nonzero(at_risk)
         d2[rows, cols] = _squared_differences(Xc, rows, cand[rows, cols])
-    dist = np.sqrt(np.maximum(d2, 0.0)).astype(np.float64)
-    order = np.argsort(dist, axis=1, kind="stable")
-    return NeighborGraph(indices=np.take_along_axis(cand, order, axis=1),
-                         distances=np.take_along_axis(dist, order, axis=1))
+        # The selection sorted each row; only rows with recomputed entries need it again.
+        redo = np.unique(rows)
+        if redo.size:
+            order = np.argsort(d2[redo], axis=1, kind="stable")
+            cand[redo] = np.take_along_axis(cand[redo], order, axis=1)
+            d2[redo] = np.take_along_axis(d2[redo], order, axis=1)
+    return NeighborGraph(indices=cand, distances=np.sqrt(np.maximum(d2, 0.0)))
 
 
 def _squared_differences(X, rows, cols, max_elements=1 << 24):
@@ -126,11 +129,14 @@ def _squared_differences(X, rows, cols, max_elements=1 << 24):
 
 
 def _candidates(X, k, block_size, dtype, device):
-    """The k nearest of every row (self excluded), their squared distances, and |x|^2.
+    """The k nearest of every row (self excluded), sorted, with squared distances and |x|^2.
 
     Uses ``torch.topk``: a partial selection several times faster than
     ``numpy.argpartition`` on the CPU here (0.6 s against 2.7 s for 512 of
-    10,000 columns in 10,000 rows).
+    10,000 columns in 10,000 rows). Computing only half of the symmetric
+    product and merging selections across block pairs saved 40% of the flops
+    but cost as much again in selections and transposes (measured), so each
+    block of rows takes a full row of the product.
     """
     import torch
 
@@ -145,7 +151,7 @@ def _candidates(X, k, block_size, dtype, device):
         rank = torch.addmm(sq[None, :], Xt[start:stop], Xt.T, alpha=-2.0)
         rows = torch.arange(stop - start, device=Xt.device)
         rank[rows, rows + start] = float("inf")  # exclude self
-        top = torch.topk(rank, k, dim=1, largest=False, sorted=False)
+        top = torch.topk(rank, k, dim=1, largest=False, sorted=True)
         idx[start:stop] = top.indices.cpu().numpy()
         d2[start:stop] = (top.values + sq[start:stop, None]).cpu().numpy()
     return idx, d2, sq.cpu().numpy().astype(np.float64)
