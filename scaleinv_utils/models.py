@@ -599,8 +599,17 @@ def _load_minilm(info, random_init=False):
                                        attn_implementation="eager")
         weights_id = _random_seed_id(0)
     else:
-        # eager attention: the per-head outputs are read from the attention module itself
-        module = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation="eager")
+        from transformers.utils import logging as hf_logging
+
+        # A bar for reading 103 local tensors in milliseconds is noise in a chapter's output.
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            # eager attention: the per-head outputs are read from the attention module itself
+            module = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation="eager")
+        finally:
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
         weights_id = "minilm:" + _file_sha256(path / "model.safetensors")[:16]
     return LoadedModel(info=info, module=module, device="cpu", weights_id=weights_id,
                        tokenizer=tokenizer, adapter="bert")

