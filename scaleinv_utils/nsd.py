@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -1067,7 +1068,10 @@ def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
             overwrite=False, captions=None, client=None, progress=True, max_gap=None):
     """Build a real NSD subset end to end and write it in the subset format.
 
-    Re-running with a complete subset in place is a no-op.
+    Re-running with a complete subset in place is a no-op. Voxels with a NaN
+    beta in any selected trial (on fsaverage, the medial wall has no data) are
+    left out with a warning; the count per subject is in the manifest under
+    ``manifest["nsd"]["voxels_dropped_for_nan"]``.
 
     Parameters
     ----------
@@ -1097,7 +1101,7 @@ def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .data import StimulusSet, write_subset, verify_subset, SubsetError
+    from .data import StimulusSet, SubsetError, VoxelInfo, verify_subset, write_subset
     from .download import HTTPClient
     from .reliability import average_repeats, compute_ncsnr, zscore_per_session
 
@@ -1133,7 +1137,7 @@ def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
     ids = np.unique(np.concatenate(all_ids))
     row_of = {int(i): r for r, i in enumerate(ids)}
 
-    subjects, bytes_by = {}, {}
+    subjects, bytes_by, dropped = {}, {}, {}
     for s, (nsd_id, session, keep, train_ids, test_ids) in per_subject.items():
         sel, vox, affine, vol_shape = _roi_voxels(spec, s, paths)
         before = client.bytes_received
@@ -1150,8 +1154,12 @@ def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
             if len(B) < len(rows):
                 raise ValueError(f"subj{s:02d} session {sess}: betas hold {len(B)} trials, "
                                  f"the design {len(rows)}.")
-            # z-score over all of the session's trials, as NSD does, then keep the selected ones
-            Z = zscore_per_session(B[:len(rows)], np.zeros(len(rows)))
+            # z-score over all of the session's trials, as NSD does, then keep the selected ones;
+            # voxels with NaN betas stay NaN here and are dropped below
+            B = B[:len(rows)]
+            finite = np.isfinite(B).all(axis=0)
+            Z = np.full(B.shape, np.nan, dtype=np.float32)
+            Z[:, finite] = zscore_per_session(B[:, finite], np.zeros(len(rows)))
             k = keep[rows]
             blocks.append(Z[k])
             sess_of.append(np.full(int(k.sum()), sess))
@@ -1159,15 +1167,26 @@ def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
         bytes_by[f"subj{s:02d}_betas"] = client.bytes_received - before
         trial_betas = np.concatenate(blocks)
         trial_ids = np.concatenate(img_of)
+        # A voxel without data in some selected trial (NaN: e.g. fsaverage's medial wall, or a
+        # vertex that lost a session) has no response to model: drop it, and say so.
+        usable = np.isfinite(trial_betas).all(axis=0)
+        dropped[f"subj{s:02d}"] = int((~usable).sum())
+        if not usable.all():
+            warnings.warn(f"subj{s:02d}: {dropped[f'subj{s:02d}']} of {usable.size} voxels have "
+                          "NaN betas in selected trials (on fsaverage, the medial wall) and are "
+                          "left out of the subset.", stacklevel=2)
+            trial_betas = trial_betas[:, usable]
+            vox = VoxelInfo(**{f: getattr(vox, f)[usable] for f in
+                               ("roi", "network", "vertex", "hemi", "ijk")})
         betas, img_ids, n_trials = average_repeats(trial_betas, trial_ids)
         if spec.ncsnr == "nsd":
             if spec.space == "func1pt8mm":
                 nc_vol, _ = _load_labels(paths[nsd_file("ncsnr", s, "func1pt8mm")])
-                ncsnr = np.asarray(nc_vol)[tuple(sel.T)]
+                ncsnr = np.asarray(nc_vol)[tuple(sel.T)][usable]
             else:
                 ncsnr = np.concatenate([
                     np.asarray(_load_labels(paths[nsd_file("ncsnr", s, "fsaverage", hemi=h)])[0]
-                               ).ravel()[sel[h]] for h in ("lh", "rh")])
+                               ).ravel()[sel[h]] for h in ("lh", "rh")])[usable]
         else:
             ncsnr = compute_ncsnr(trial_betas, trial_ids)
         subjects[f"subj{s:02d}"] = dict(
@@ -1195,7 +1214,8 @@ def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
         attributes={"crop_box": crop, "coco_split": meta["cocoSplit"].astype(str).to_numpy()})
     extra = {"nsd": {"base_url": base, "spec": asdict(spec), "beta_version": BETA_VERSION,
                      "files": sorted(paths), "bytes_fetched": client.bytes_received,
-                     "bytes_by_part": bytes_by, "n_requests": client.n_requests}}
+                     "bytes_by_part": bytes_by, "n_requests": client.n_requests,
+                     "voxels_dropped_for_nan": dropped}}
     desc = (f"NSD {', '.join(subjects)}, {spec.roi} in {spec.space}: single-trial betas z-scored per "
             "session, repeats averaged, shared1000 = test. Images are NSD's 425 px crops "
             "(crop_box: the crop of the COCO original).")

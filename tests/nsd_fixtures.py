@@ -52,13 +52,15 @@ def _ctab(path, names):
 def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
                   n_subject_images=60, n_shared=20, n_images=400, image_px=16,
                   vol_shape=(10, 12, 9), roi_fraction=0.2, n_vertices=10300,
-                  surface=False, signal=1.0, seed=0):
+                  surface=False, signal=1.0, nan_vertices=(), nan_in_session1=(), seed=0):
     """Write a miniature NSD bucket under ``root``.
 
     Each subject sees ``n_subject_images`` images (the first ``n_shared`` are
     the shared ones), each three times over ``n_sessions`` sessions of
     ``trials_per_session`` trials. A voxel's trial beta = signal x image
-    pattern + noise, so repeats agree where signal > 0.
+    pattern + noise, so repeats agree where signal > 0. On the surface,
+    ``nan_vertices`` are NaN in every session (like a medial wall) and
+    ``nan_in_session1`` in session 1 only.
 
     Returns
     -------
@@ -218,6 +220,11 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
                     rows = session == sess
                     b = (signal * pattern[nsd_id[rows]] * w[None]
                          + rng.standard_normal((rows.sum(), n_vertices))).astype(np.float32)
+                    # NaN vertices: like a medial wall (every session) or a vertex that lost
+                    # data in one session.
+                    b[:, list(nan_vertices)] = np.nan
+                    if sess == 1:
+                        b[:, list(nan_in_session1)] = np.nan
                     raw[sess] = b
                     nib.save(nib.MGHImage(b.T.reshape(n_vertices, 1, 1, -1), np.eye(4)),
                              bdir / f"{h}.betas_session{sess:02d}.mgh")

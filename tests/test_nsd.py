@@ -221,6 +221,36 @@ def test_surface_fsaverage5_subset(tmp_path, env):
     np.testing.assert_allclose(sub.ncsnr[lh], t["ncsnr"]["lh"][sub.voxels.vertex[lh]])
 
 
+def test_vertices_without_data_are_left_out_and_counted(tmp_path, env):
+    # fsaverage's medial wall has no data (NaN betas); a vertex can also lose one session.
+    root = tmp_path / "surf_nan"
+    wall, lost = [0, 1, 2, 3], [7]
+    truth = make_nsd_tree(root, trials_per_session=30, n_sessions=2, n_subject_images=20,
+                          n_shared=8, n_images=60, surface=True, n_vertices=10300,
+                          roi_fraction=1.0, nan_vertices=wall, nan_in_session1=lost)
+    with NSDServer(root) as srv:
+        spec = nsd.NSDSpec(subjects=[1], space="fsaverage5", roi="cortex", n_train=5,
+                           trials_per_session=30)
+        with pytest.warns(UserWarning, match="subj01: 10 of 20484 voxels have NaN betas"):
+            path = nsd.prepare(spec, agree_terms=True, base_url=srv.url, progress=False,
+                               client=HTTPClient(progress=False, backoff=0.001),
+                               captions=[srv.url + "coco/captions_train2017.json"])
+    subset = load_subset(path, verify=True)
+    sub, t = subset.subject(1), truth["subjects"][1]
+    assert subset.manifest["nsd"]["voxels_dropped_for_nan"] == {"subj01": 10}
+    assert sub.betas.shape[1] == 2 * nsd.N_FSAVERAGE5 - 10 and np.isfinite(sub.betas).all()
+    for h in ("lh", "rh"):
+        on = sub.voxels.hemi == h
+        kept = np.setdiff1d(np.arange(nsd.N_FSAVERAGE5), wall + lost)
+        np.testing.assert_array_equal(sub.voxels.vertex[on], kept)
+        # the kept vertices keep their own values (no shift) and their own ncsnr
+        rows = t["session"] == 2
+        z = zscore_per_session(t["raw"][h][2][:, kept], np.zeros(rows.sum()))
+        keep = np.isin(t["nsd_id"][rows], subset.stimuli.stimulus_id[sub.image_index])
+        np.testing.assert_allclose(sub.trial_betas[sub.trial_session == 2][:, on], z[keep], atol=1e-5)
+        np.testing.assert_allclose(sub.ncsnr[on], t["ncsnr"][h][kept])
+
+
 def test_cli(volume_tree, env, capsys):
     root, _ = volume_tree
     with NSDServer(root) as srv:
