@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,8 +112,11 @@ class IDProfile:
     lpca_centers : ndarray of int of shape (n_scales,) or None
         Centres that local PCA averaged at each scale (None without local PCA).
     stderr : dict of str to ndarray of shape (n_scales,)
-        Standard error of the local PCA means over their centres (0 where
-        every point is a centre).
+        Standard error of the local PCA means as estimates of the mean over
+        every point of this data set (Monte Carlo error of the centres: 0
+        where every point is a centre). ``ci_low``/``ci_high`` answer another
+        question: how much an estimate would vary over resampled data points
+        (a bootstrap over points, or over centres for local PCA).
     """
 
     ks: np.ndarray
@@ -554,6 +558,7 @@ def _lpca_all(X, indices, ks, fraction, centers, need_eig, max_bytes=2e8):
     pr : ndarray of shape (n_centers, n_scales)
     """
     import torch
+    from threadpoolctl import threadpool_limits
 
     k_top = int(ks.max())
     n_c, n_features = centers.size, X.shape[1]
@@ -572,36 +577,41 @@ def _lpca_all(X, indices, ks, fraction, centers, need_eig, max_bytes=2e8):
             Yt = torch.from_numpy(Y)
             G = torch.bmm(Yt, Yt.transpose(1, 2)).numpy()  # 2x faster than numpy's stacked matmul
             del Y, Yt
-            for s, k in enumerate(ks):
-                Gk = G[:, :k, :k]
-                # Double centring H G H with H = I - 11'/k, written with sums so that the
-                # participation ratio tr(C)^2 / tr(C^2) needs neither a copy nor eigenvalues:
-                # tr(HGH) = tr G - s/k and |HGH|^2 = |G|^2 - 2|r|^2/k + s^2/k^2 (r row sums, s total).
-                r = Gk.sum(axis=2)
-                tot = r.sum(axis=1)
-                trace = np.einsum("bii->b", Gk) - tot / k
-                frob = (np.einsum("bij,bij->b", Gk, Gk) - 2 * np.einsum("bi,bi->b", r, r) / k
-                        + tot ** 2 / k ** 2)
-                pr[start:start + chunk, s] = trace ** 2 / frob
-                if need_eig:
-                    halves = np.array_split(np.arange(c.size), n_workers)
-                    counts = pool.map(lambda h: _fraction_count(Gk[h], r[h], tot[h], k, fraction),
-                                      halves)
-                    n_frac[start:start + chunk, s] = np.concatenate(list(counts))
+            # BLAS threads only slow LAPACK down on a stack of small matrices; the limit is
+            # process-wide, so it is set here, around the workers, never inside them.
+            with threadpool_limits(1, user_api="blas") if need_eig else nullcontext():
+                frac_rows = None if n_frac is None else n_frac[start:start + chunk]
+                _lpca_scales(G, ks, fraction, need_eig, pool, n_workers, pr[start:start + chunk],
+                             frac_rows)
     return n_frac, pr
+
+
+def _lpca_scales(G, ks, fraction, need_eig, pool, n_workers, pr, n_frac):
+    """Fill pr and n_frac (views of shape (n_centres, n_scales)) from Gram blocks G."""
+    for s, k in enumerate(ks):
+        Gk = G[:, :k, :k]
+        # Double centring H G H with H = I - 11'/k, written with sums so that the
+        # participation ratio tr(C)^2 / tr(C^2) needs neither a copy nor eigenvalues:
+        # tr(HGH) = tr G - s/k and |HGH|^2 = |G|^2 - 2|r|^2/k + s^2/k^2 (r row sums, s total).
+        r = Gk.sum(axis=2)
+        tot = r.sum(axis=1)
+        trace = np.einsum("bii->b", Gk) - tot / k
+        frob = (np.einsum("bij,bij->b", Gk, Gk) - 2 * np.einsum("bi,bi->b", r, r) / k
+                + tot ** 2 / k ** 2)
+        pr[:, s] = trace ** 2 / frob
+        if need_eig:
+            halves = np.array_split(np.arange(G.shape[0]), n_workers)
+            counts = pool.map(lambda h: _fraction_count(Gk[h], r[h], tot[h], k, fraction), halves)
+            n_frac[:, s] = np.concatenate(list(counts))
 
 
 def _fraction_count(G, row_sums, total, k, fraction):
     """Components needed for ``fraction`` of the variance, from k x k Gram blocks."""
-    from threadpoolctl import threadpool_limits
-
     rm = row_sums[:, :, None] / k
     centred = G - rm
     centred -= rm.transpose(0, 2, 1)
     centred += (total / k ** 2)[:, None, None]
-    # Threads only slow LAPACK down on a stack of small matrices.
-    with threadpool_limits(1, user_api="blas"):
-        lam = np.clip(np.linalg.eigvalsh(centred)[:, ::-1], 0, None)
+    lam = np.clip(np.linalg.eigvalsh(centred)[:, ::-1], 0, None)
     cum = np.cumsum(lam, axis=1) / lam.sum(axis=1, keepdims=True)
     return np.sum(cum < fraction, axis=1) + 1
 
@@ -722,14 +732,18 @@ def id_profile(X, ks=None, estimators=("gride", "twonn", "mle", "lpca", "lpca_pr
         ignores ``lpca_rtol``. Its cost grows as n_centers * k^2 * n_features.
     lpca_rtol : float
         Target standard error of each scale's local PCA mean, relative to the
-        mean. Centres are drawn in rounds (200, then doubling) and a scale
-        stops taking new ones once its standard error is below
-        ``lpca_rtol * mean`` (for both "lpca" and "lpca_pr" when both are
-        asked), so smooth large scales, the expensive ones, use few centres.
-        Centres at a scale are the first ones of one random order, so every
-        scale's sample is a uniform random subset. 0 uses exactly
+        mean. A first round of 200 random centres gives each scale's spread
+        sd, which fixes the centres it needs, (sd / (lpca_rtol * mean))^2
+        (for both "lpca" and "lpca_pr" when both are asked, at most
+        ``lpca_centers``); the rest are then added without looking at the
+        running mean (a two-stage design, so the stopping cannot favour
+        lucky samples). Smooth large scales, the expensive ones, use few
+        centres. Centres at a scale are the first ones of one random order,
+        so every scale's sample is a uniform random subset. 0 uses exactly
         ``lpca_centers`` centres at every scale. The centres and standard
         errors used are in ``profile.lpca_centers`` and ``profile.stderr``.
+        A spread measured on a sample cannot see values rarer than about one
+        in the sample size, with any number of centres.
     random_state : int, numpy Generator or None
         Seeds the centres and the bootstrap.
     device : {None, "cpu", "cuda"}
@@ -835,15 +849,28 @@ _LPCA_FIRST_ROUND = 200
 
 
 def _standard_error(pointwise, n_population):
-    """Standard error of a mean over a random subset drawn without replacement."""
+    """Standard error of a mean over a simple random sample of the points (no replacement).
+
+    With the sample variance s^2 (ddof=1), the variance of the mean of m of N
+    values is (1 - m/N) s^2 / m: 0 when every point is in the sample, nan
+    for a single centre.
+    """
     m = pointwise.size
-    if m >= n_population or m < 2:
+    if m >= n_population:
         return 0.0
-    return float(pointwise.std(ddof=1) / np.sqrt(m) * np.sqrt((n_population - m) / (n_population - 1)))
+    if m < 2:
+        return float("nan")
+    return float(pointwise.std(ddof=1) * np.sqrt((1 - m / n_population) / m))
 
 
 def _lpca_sampled(X, indices, ks, fraction, names, max_centers, rtol, rng):
-    """Pointwise local PCA per scale, centres added until each mean is precise enough.
+    """Pointwise local PCA per scale, with as many centres as each scale needs.
+
+    Two stages (Stein's design): a first round of centres gives each scale's
+    spread, which fixes how many centres it needs for a standard error of
+    ``rtol`` times its mean; the rest are then added without looking at the
+    running mean again, so the stopping rule cannot favour samples that
+    happen to look precise.
 
     Returns
     -------
@@ -854,29 +881,35 @@ def _lpca_sampled(X, indices, ks, fraction, names, max_centers, rtol, rng):
     n = X.shape[0]
     if not (np.isfinite(rtol) and rtol >= 0):
         raise ValueError(f"lpca_rtol={rtol} must be a non-negative number.")
+    if max_centers is not None and int(max_centers) < 1:
+        raise ValueError(f"lpca_centers={max_centers} must be a positive integer or None.")
     need_eig = "lpca" in names
     if max_centers is None or max_centers >= n or rtol == 0:
         centers = _pick_centers(n, max_centers, rng)
         n_frac, pr = _lpca_all(X, indices, ks, fraction, centers, need_eig)
         values = {"lpca": n_frac, "lpca_pr": pr}
         return {name: [values[name][:, s] for s in range(ks.size)] for name in names}
-    if int(max_centers) < 1:
-        raise ValueError(f"lpca_centers={max_centers} must be a positive integer or None.")
     order = rng.choice(n, size=int(max_centers), replace=False)
-    parts = {name: [[] for _ in ks] for name in names}
-    active = np.ones(ks.size, dtype=bool)
-    done, batch = 0, min(_LPCA_FIRST_ROUND, order.size)
-    while active.any() and done < order.size:
+    first = order[:min(_LPCA_FIRST_ROUND, order.size)]
+    n_frac, pr = _lpca_all(X, indices, ks, fraction, first, need_eig)
+    values = {"lpca": n_frac, "lpca_pr": pr}
+    parts = {name: [[values[name][:, s]] for s in range(ks.size)] for name in names}
+    # Centres each scale needs: (sd / (rtol * mean))^2, from the first round only.
+    need = np.full(ks.size, first.size)
+    for name in names:
+        sd, mean = values[name].std(axis=0, ddof=1), np.abs(values[name].mean(axis=0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m = np.ceil(np.nan_to_num((sd / (rtol * mean)) ** 2, nan=order.size, posinf=order.size))
+        need = np.maximum(need, np.minimum(m, order.size).astype(int))
+    done, batch = first.size, first.size
+    while np.any(need > done):
         centers = order[done:done + batch]
+        active = np.flatnonzero(need > done)
         n_frac, pr = _lpca_all(X, indices, ks[active], fraction, centers, need_eig)
         values = {"lpca": n_frac, "lpca_pr": pr}
-        for j, s in enumerate(np.flatnonzero(active)):
-            precise = True
+        for j, s in enumerate(active):
             for name in names:
-                parts[name][s].append(values[name][:, j])
-                pw = np.concatenate(parts[name][s])
-                precise &= _standard_error(pw, n) <= rtol * abs(pw.mean())
-            active[s] = not precise
+                parts[name][s].append(values[name][:need[s] - done, j])
         done += centers.size
         batch = min(done, order.size - done)  # doubling rounds
     return {name: [np.concatenate(p) for p in parts[name]] for name in names}

@@ -252,11 +252,11 @@ def test_default_grid_and_centre_subsample():
     assert np.all(full.stderr["lpca_pr"] == 0)
 
 
-def mixed_dimensions(seed):
+def mixed_dimensions(seed, half=3000):
     # Half the points on a 2-D sheet, half in a 9-D blob: pointwise local PCA varies a lot.
     rng = np.random.default_rng(seed)
-    sheet = np.hstack([rng.uniform(size=(3000, 2)), np.zeros((3000, 8))])
-    blob = np.hstack([rng.uniform(size=(3000, 9)), np.zeros((3000, 1))]) + 3.0
+    sheet = np.hstack([rng.uniform(size=(half, 2)), np.zeros((half, 8))])
+    blob = np.hstack([rng.uniform(size=(half, 9)), np.zeros((half, 1))]) + 3.0
     return np.vstack([sheet, blob]) @ rotation(10, rng)
 
 
@@ -291,12 +291,32 @@ def test_reported_standard_error_matches_the_spread_over_seeds():
     assert 0.75 < means.std(ddof=1) / reported < 1.33
 
 
+def test_adaptive_means_are_unbiased_and_their_standard_errors_honest():
+    # The default path: centres per scale chosen from a first round, then added blind.
+    X = mixed_dimensions(0, half=1500)
+    g = nearest_neighbors(X, 40)
+    ks = [10, 40]
+    exact = dm.id_profile(X, ks, ("lpca", "lpca_pr"), graph=g, lpca_centers=None)
+    z = []
+    for seed in range(40):
+        p = dm.id_profile(X, ks, ("lpca", "lpca_pr"), graph=g, lpca_centers=1000, lpca_rtol=0.02,
+                          random_state=seed)
+        assert np.all(p.lpca_centers > 200)  # this population needs more than the first round
+        z += [(p[name] - exact[name]) / p.stderr[name] for name in ("lpca", "lpca_pr")]
+    z = np.concatenate(z)
+    assert abs(z.mean()) < 0.4 and 0.6 < z.std() < 1.3 and np.mean(np.abs(z) > 2) <= 0.1
+
+
 def test_centre_parameters_are_checked():
     X = cube(500, 3, 6, seed=2)
     with pytest.raises(ValueError, match="lpca_rtol"):
         dm.id_profile(X, [5], ("lpca",), lpca_centers=100, lpca_rtol=-1)
     with pytest.raises(ValueError, match="lpca_centers=0"):
         dm.id_profile(X, [5], ("lpca",), lpca_centers=0)
+    with pytest.raises(ValueError, match="lpca_centers=0"):
+        dm.id_profile(X, [5], ("lpca",), lpca_centers=0, lpca_rtol=0)
+    one = dm.id_profile(X, [5], ("lpca",), lpca_centers=1, lpca_rtol=0, random_state=0)
+    assert one.lpca_centers.tolist() == [1] and np.isnan(one.stderr["lpca"][0])
 
 
 def test_bootstrap_intervals_cover_and_are_reproducible():
@@ -417,3 +437,18 @@ def test_exercise_checks_accept_right_and_reject_wrong_answers():
     assert check("dimension.ex3", dm.dimensional_stability(ids, ks), verbose=False, ids=ids, ks=ks)
     res = check("dimension.ex3", np.std(ids) / np.mean(ids), verbose=False, ids=ids, ks=ks)
     assert not res and "log-k" in res.message
+
+
+def test_local_pca_leaves_the_blas_thread_count_as_it_found_it():
+    # threadpoolctl limits are process-wide: set inside worker threads, they leaked.
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return sorted(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas")
+
+    before = blas_threads()
+    X = cube(600, 4, 12, seed=3)
+    for _ in range(5):
+        dm.local_pca(X, 30)
+        dm.id_profile(X, [5, 30], ("lpca",), random_state=0)
+    assert blas_threads() == before

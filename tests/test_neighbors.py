@@ -115,6 +115,32 @@ def test_distances_blurred_by_float64_rounding_are_recomputed():
     assert np.max(np.abs(np.sqrt(np.maximum(gram_d2, 0)) / graph.distances - 1)) > 1e-6
 
 
+@pytest.mark.parametrize("spread", [1e-4, 1e-5, 1e-6])
+def test_clusters_far_tighter_than_float64_rounding_keep_exact_neighbours(spread):
+    # At spread 1e-5 the product's rounding (~1e-7 of |x|^2 ~ 2e7) exceeds every squared
+    # distance inside a cluster: ranking by it alone picks neighbours at random.
+    rng = np.random.default_rng(2)
+    centres = rng.normal(scale=1000, size=(5, 20))
+    X = centres[np.repeat(np.arange(5), 40)] + spread * rng.normal(size=(200, 20))
+    graph = nearest_neighbors(X, 10)
+    full = cdist(X, X)
+    np.fill_diagonal(full, np.inf)
+    truth = np.argsort(full, axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(np.sort(graph.indices, axis=1), np.sort(truth, axis=1))
+    np.testing.assert_allclose(graph.distances, np.take_along_axis(full, truth, axis=1), rtol=1e-8)
+
+
+def test_duplicates_have_distance_zero_and_the_rest_stays_exact():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 6))
+    X[1], X[2] = X[0], X[0]
+    graph = nearest_neighbors(X, 5)
+    assert set(graph.indices[0, :2]) == {1, 2} and np.all(graph.distances[0, :2] == 0)
+    full = cdist(X, X)
+    np.fill_diagonal(full, np.inf)
+    np.testing.assert_allclose(graph.distances, np.sort(full, axis=1)[:, :5], rtol=1e-10, atol=1e-12)
+
+
 def test_cuda_device_is_refused_clearly_without_a_gpu():
     import torch
 
