@@ -40,7 +40,7 @@ book: venv sync-check
 	rm -rf _build/html _build/jupyter_execute _build/chapter_numbers.jsonl
 	mkdir -p _build
 	SCALEINV_RECORD=$(CURDIR)/_build/chapter_numbers.jsonl \
-	  $(BIN)/jupyter-book build . --config book/_config.yml --toc book/_toc.yml --keep-going
+	  $(BIN)/jupyter-book build . --all --config book/_config.yml --toc book/_toc.yml --keep-going
 	@test -f $(BOOK_HTML)/index.html && echo "Book built: $(BOOK_HTML)/index.html"
 
 unit: venv  ## the unit tests only (no book build)
