@@ -830,6 +830,14 @@ def _check_masks(masks, name="masks"):
     return M
 
 
+def _two_voxel_sets(a, b):
+    """Two boolean voxel sets of the same shape, checked."""
+    a, b = _check_masks(a, "a")[0], _check_masks(b, "b")[0]
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}.")
+    return a, b
+
+
 def dice(a, b):
     """Dice overlap 2|A & B| / (|A| + |B|) of two voxel sets (NaN if both are empty).
 
@@ -841,9 +849,7 @@ def dice(a, b):
     -------
     dice : float
     """
-    a, b = _check_masks(a, "a")[0], _check_masks(b, "b")[0]
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}.")
+    a, b = _two_voxel_sets(a, b)
     total = a.sum() + b.sum()
     return float(2 * (a & b).sum() / total) if total else float("nan")
 
@@ -859,9 +865,7 @@ def jaccard(a, b):
     -------
     jaccard : float
     """
-    a, b = _check_masks(a, "a")[0], _check_masks(b, "b")[0]
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}.")
+    a, b = _two_voxel_sets(a, b)
     union = (a | b).sum()
     return float((a & b).sum() / union) if union else float("nan")
 

@@ -261,6 +261,8 @@ def test_dice_and_jaccard_known_values():
     assert O[0, 1] == pytest.approx(2 / 3) and O[0, 0] == 1 and O[2, 0] == 0 and np.isnan(O[2, 2])
     with pytest.raises(ValueError, match="same shape"):
         nn.dice(a, b[:4])
+    with pytest.raises(ValueError, match="same shape"):
+        nn.jaccard(a[:3], b)
     with pytest.raises(ValueError, match="boolean"):
         nn.dice(np.array([0, 2, 1]), np.array([0, 1, 1]))
 
