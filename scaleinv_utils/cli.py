@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "models_main"]
 
 
 def _add_selection(p):
@@ -131,3 +131,42 @@ def main(argv=None):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def models_main(argv=None):
+    """``python -m scaleinv_utils.models``: train the demo zoo (resumable) or list models."""
+    import json
+
+    from . import models
+    parser = argparse.ArgumentParser(
+        prog="python -m scaleinv_utils.models",
+        description="Train the demo model zoo (resumable: a rerun trains only what is missing) "
+                    "or list the catalogue.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train-demo", help="train the demo zoo on the demo world's corpus")
+    tr.add_argument("--out", default=str(models.demo_weights_dir()))
+    tr.add_argument("--models", nargs="*", default=None, help="zoo names (default: all trained)")
+    tr.add_argument("--jobs", type=int, default=1, help="models trained at once (processes)")
+    tr.add_argument("--threads", type=int, default=None, help="torch threads per job")
+    tr.add_argument("--epochs", type=int, default=None)
+    tr.add_argument("--epochs-override", type=float, default=None,
+                    help="train this many epochs instead (tests; recorded)")
+    tr.add_argument("--lr", type=float, default=None)
+    tr.add_argument("--retrain", action="store_true", help="retrain models already recorded")
+    tr.add_argument("--quiet", action="store_true")
+    ls = sub.add_parser("list", help="list the catalogue")
+    ls.add_argument("--kind", default=None)
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for name in models.list_models(args.kind):
+            print(name)
+        return 0
+    kwargs = {} if args.lr is None else {"lr": args.lr}
+    record = models.train_demo_models(args.out, models=args.models, jobs=args.jobs,
+                                      threads=args.threads, epochs=args.epochs,
+                                      epochs_override=args.epochs_override,
+                                      retrain=args.retrain, progress=not args.quiet, **kwargs)
+    if not args.quiet:
+        for name, entry in record["models"].items():
+            print(name, json.dumps(entry.get("metrics")))
+    return 0

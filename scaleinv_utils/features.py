@@ -37,7 +37,7 @@ __all__ = ["get_features", "list_layers", "n_heads", "stimulus_digest", "clear_f
 #: Bumped whenever extraction changes what it returns, so old cache entries are not reused.
 FEATURES_VERSION = 1
 
-_MODALITIES = ("image", "text")
+_MODALITIES = ("image", "text", "multimodal")
 _POOLINGS = ("cls", "mean")
 
 
@@ -60,6 +60,8 @@ def _as_inputs(stimuli, modality, captions):
         if len(images) == 0:
             raise ValueError("stimuli hold no images (n_samples=0).")
         return images
+    if modality == "multimodal":
+        return _multimodal_inputs(stimuli, captions)
     if isinstance(stimuli, StimulusSet):
         groups = [list(c) for c in stimuli.captions]
     elif isinstance(stimuli, (list, tuple)) and all(isinstance(s, str) for s in stimuli):
@@ -83,6 +85,47 @@ def _as_inputs(stimuli, modality, captions):
     raise ValueError(f"captions must be 'first', 'mean' or a caption index, got {captions!r}.")
 
 
+def _multimodal_inputs(stimuli, captions):
+    """(images, texts): one caption per image, for a fused decoder that reads both."""
+    from .data import StimulusSet
+    if isinstance(stimuli, StimulusSet):
+        images, groups = stimuli.images, stimuli.captions
+    elif isinstance(stimuli, tuple) and len(stimuli) == 2:
+        images, groups = stimuli
+        groups = [[g] if isinstance(g, str) else list(g) for g in groups]
+    else:
+        raise TypeError("for modality='multimodal', stimuli must be a StimulusSet or a tuple "
+                        f"(images, captions), got {type(stimuli).__name__}.")
+    images = _as_inputs(images, "image", captions)
+    if len(groups) != len(images):
+        raise ValueError(f"multimodal stimuli need one caption group per image: "
+                         f"{len(images)} images, {len(groups)} caption groups.")
+    if captions == "first":
+        texts = [g[0] for g in groups]
+    elif isinstance(captions, (int, np.integer)) and not isinstance(captions, bool):
+        n_min = min(len(g) for g in groups)
+        if not 0 <= captions < n_min:
+            raise ValueError(f"captions={captions} must index a caption in [0, {n_min}).")
+        texts = [g[captions] for g in groups]
+    else:
+        raise ValueError("for modality='multimodal', captions must be 'first' or a caption "
+                         f"index (each pair is one image with one caption), got {captions!r}.")
+    return _Pairs(images, texts)
+
+
+class _Pairs:
+    """Image-caption pairs that slice together (a batch is a _Pairs too)."""
+
+    def __init__(self, images, texts):
+        self.images, self.texts = images, list(texts)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, sl):
+        return _Pairs(self.images[sl], self.texts[sl])
+
+
 def stimulus_digest(stimuli, modality="image", captions="first"):
     """SHA-256 of exactly what a model would see: the images, or the captions used.
 
@@ -101,6 +144,10 @@ def stimulus_digest(stimuli, modality="image", captions="first"):
     if modality == "image":
         h.update(str(inputs.shape).encode())
         h.update(np.ascontiguousarray(inputs).tobytes())
+    elif modality == "multimodal":
+        h.update(str(inputs.images.shape).encode())
+        h.update(np.ascontiguousarray(inputs.images).tobytes())
+        h.update(json.dumps(inputs.texts).encode())
     else:
         h.update(json.dumps(inputs).encode())
     return h.hexdigest()
@@ -112,15 +159,16 @@ def stimulus_digest(stimuli, modality="image", captions="first"):
 class _Tower:
     """Blocks, attention modules and the forward pass of one tower of one model."""
 
-    def __init__(self, blocks, attn, kind, batch_first=True, final_names=("final",)):
+    def __init__(self, blocks, attn, kind, batch_first=True, has_final=True):
         self.blocks = blocks          # list of (name, module)
         self.attn = attn              # list of attention modules (or None) aligned with blocks
         self.kind = kind              # "tokens" or "conv"
         self.batch_first = batch_first
+        self.has_final = has_final    # a fused decoder ends in word logits, not an embedding
 
     @property
     def names(self):
-        return [n for n, _ in self.blocks] + ["final"]
+        return [n for n, _ in self.blocks] + (["final"] if self.has_final else [])
 
 
 def _open_clip_image_tower(visual):
@@ -149,7 +197,9 @@ def _tower(model, modality):
     if modality not in model.info.modalities:
         raise ValueError(f"model {model.name!r} has no {modality} tower; it accepts "
                          f"modality in {model.info.modalities}.")
-    if model.adapter in ("open_clip", "demo-vision"):
+    if model.adapter == "coca" and modality == "multimodal":
+        return _coca_decoder(module.text_decoder)
+    if model.adapter in ("open_clip", "demo-vision", "coca"):
         if modality == "image":
             return _open_clip_image_tower(module.visual)
         tr = _text_transformer(module)
@@ -171,6 +221,18 @@ def _tower(model, modality):
         return _Tower([(f"block{i}", b) for i, b in enumerate(blocks)],
                       [b.attention.self for b in blocks], "tokens")
     raise NotImplementedError(f"unknown adapter {model.adapter!r}")
+
+
+def _coca_decoder(decoder):
+    """CoCa's multimodal decoder: per layer a causal self-attention block over the caption
+    ("dec{i}") and a cross-attention block whose queries are caption tokens and whose keys
+    and values are image tokens ("xattn{i}"): the heads that fuse the two modalities."""
+    blocks, attn = [], []
+    for i, (self_block, cross_block) in enumerate(zip(decoder.resblocks, decoder.cross_attn)):
+        blocks += [(f"dec{i}", self_block), (f"xattn{i}", cross_block)]
+        attn += [getattr(self_block, "attn", None), getattr(cross_block, "attn", None)]
+    return _Tower(blocks, attn, "tokens", batch_first=getattr(decoder, "batch_first", True),
+                  has_final=False)
 
 
 def list_layers(model, modality="image", heads=False):
@@ -297,10 +359,11 @@ def _image_ctx(b):
     return {"cls_index": lambda n_tok: torch.zeros(b, dtype=torch.long), "mask": mask}
 
 
-def _open_clip_text_ctx(model, ids):
+def _open_clip_text_ctx(model, ids, appended_cls=None):
     import torch
     text = getattr(model.module, "text", None)
-    appended_cls = text is not None and getattr(text, "cls_emb", None) is not None
+    if appended_cls is None:
+        appended_cls = text is not None and getattr(text, "cls_emb", None) is not None
     pool_type = getattr(model.module, "text_pool_type", getattr(text, "pool_type", "argmax"))
     valid = ids != 0
     if pool_type == "eos":
@@ -391,6 +454,12 @@ def _run_batch(model, tower, modality, batch, want_blocks, want_heads, want_fina
                     final = penultimate.get("x")
                 else:
                     final = model.module.encode_image(x, normalize=True)
+            elif modality == "multimodal":
+                x = model.preprocess_images(batch.images).to(model.device)
+                ids = model.tokenizer(batch.texts).to(model.device)
+                ctx = _open_clip_text_ctx(model, ids, appended_cls=False)
+                model.module(x, ids, output_labels=False)  # the hooks keep the decoder's blocks
+                final = None
             elif model.adapter == "bert":
                 enc = model.tokenizer(list(batch), padding=True, truncation=True,
                                       return_tensors="pt").to(model.device)
@@ -533,8 +602,11 @@ def get_features(model, stimuli, *, modality="image", layers="final", pooling="c
     tower = _tower(model, modality)
     valid = tower.names
     if isinstance(layers, str) and layers == "all":
-        wanted = [n for n, _ in tower.blocks] + ([] if heads else ["final"])
+        wanted = [n for n, _ in tower.blocks] + ([] if heads or not tower.has_final else ["final"])
     elif isinstance(layers, str) and layers == "final":
+        if not tower.has_final:
+            raise ValueError(f"the {modality} decoder of {model.name!r} ends in word logits, "
+                             f"not an embedding: ask for its blocks {tower.names}.")
         wanted = ["final"]
     elif isinstance(layers, str):
         wanted = [layers]
@@ -586,7 +658,7 @@ def _extract(model, tower, modality, inputs, names, heads, pooling, autocast, ba
     blocks = [n for n in names if n != "final"]
     want_blocks = [] if heads else blocks
     want_heads = blocks if heads else []
-    if modality == "image":
+    if modality in ("image", "multimodal"):
         n = len(inputs)
         flat, owner = inputs, None
     else:

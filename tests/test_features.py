@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch")
 from scaleinv_utils import features as F  # noqa: E402
 from scaleinv_utils.data import StimulusSet  # noqa: E402
 from scaleinv_utils.models import (DEMO_ARCHITECTURE, LoadedModel, WordTokenizer,  # noqa: E402
-                                   _build_demo_clip, _demo_info)
+                                   build_demo_module)
+from scaleinv_utils.models.catalogue import _demo_info  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -29,9 +30,8 @@ def tiny():
     """A randomly initialised demo-architecture CLIP (no weight files needed)."""
     st = _stimuli()
     tok = WordTokenizer.from_texts([c for cs in st.captions for c in cs])
-    torch.manual_seed(0)
-    module = _build_demo_clip(DEMO_ARCHITECTURE, tok).eval()
-    return LoadedModel(info=_demo_info("demo-random"), module=module, device="cpu",
+    module = build_demo_module("clip", DEMO_ARCHITECTURE, tok, seed=0).eval()
+    return LoadedModel(info=_demo_info("demo-random-clip-s0"), module=module, device="cpu",
                        weights_id="test-random-0", tokenizer=tok, image_size=64,
                        image_mean=(0.5,) * 3, image_std=(0.25,) * 3, adapter="open_clip")
 
@@ -65,33 +65,40 @@ def test_per_head_outputs_sum_back_to_attention_output(batch_first, mask):
 
 def test_shapes_layers_and_heads(tiny):
     st = _stimuli()
-    assert F.list_layers(tiny, "image") == ["block0", "block1", "block2", "block3", "final"]
-    assert F.n_heads(tiny, "image") == 6 and F.n_heads(tiny, "text") == 6
-    for modality in ("image", "text"):
+    arch = DEMO_ARCHITECTURE
+    n_img, n_txt = arch["vision"]["layers"], arch["text"]["layers"]
+    assert F.list_layers(tiny, "image") == [f"block{i}" for i in range(n_img)] + ["final"]
+    assert F.list_layers(tiny, "text") == [f"block{i}" for i in range(n_txt)] + ["final"]
+    h_img = arch["vision"]["width"] // arch["vision"]["head_width"]
+    assert F.n_heads(tiny, "image") == h_img and F.n_heads(tiny, "text") == arch["text"]["heads"]
+    for modality, width, heads_ in (("image", arch["vision"]["width"], h_img),
+                                    ("text", arch["text"]["width"], arch["text"]["heads"])):
         feats = F.get_features(tiny, st, modality=modality, layers="all", cache=False,
                                progress=False)
         assert list(feats) == F.list_layers(tiny, modality)
-        assert feats["block2"].shape == (12, 96) and feats["final"].shape == (12, 64)
+        assert feats["block1"].shape == (12, width) and feats["final"].shape == (12, 64)
         assert all(v.dtype == np.float32 for v in feats.values())
         heads = F.get_features(tiny, st, modality=modality, layers="all", heads=True,
                                cache=False, progress=False)
-        assert list(heads) == ["block0", "block1", "block2", "block3"]
-        assert heads["block1"].shape == (12, 6, 16)
+        assert list(heads) == F.list_layers(tiny, modality)[:-1]
+        assert heads["block1"].shape == (12, heads_, width // heads_)
 
 
 def test_cls_pooling_of_last_block_reproduces_the_embedding(tiny):
     """ln_post + projection of the pooled last block must give the model's own embedding."""
     st = _stimuli()
     m = tiny.module
-    img = F.get_features(tiny, st, layers=["block3", "final"], cache=False, progress=False)
+    last_img = F.list_layers(tiny, "image")[-2]
+    last_txt = F.list_layers(tiny, "text")[-2]
+    img = F.get_features(tiny, st, layers=[last_img, "final"], cache=False, progress=False)
     with torch.no_grad():
-        z = m.visual.ln_post(torch.from_numpy(img["block3"])) @ m.visual.proj
+        z = m.visual.ln_post(torch.from_numpy(img[last_img])) @ m.visual.proj
         z = torch.nn.functional.normalize(z, dim=-1).numpy()
     np.testing.assert_allclose(z, img["final"], atol=1e-5)
-    txt = F.get_features(tiny, st, modality="text", layers=["block3", "final"], cache=False,
+    txt = F.get_features(tiny, st, modality="text", layers=[last_txt, "final"], cache=False,
                          progress=False)
     with torch.no_grad():
-        z = m.ln_final(torch.from_numpy(txt["block3"])) @ m.text_projection
+        z = m.ln_final(torch.from_numpy(txt[last_txt])) @ m.text_projection
         z = torch.nn.functional.normalize(z, dim=-1).numpy()
     np.testing.assert_allclose(z, txt["final"], atol=1e-5)
 
@@ -101,13 +108,13 @@ def test_mean_pooling_differs_from_cls_and_caption_mean_averages(tiny):
     cls = F.get_features(tiny, st, layers="block1", pooling="cls", cache=False, progress=False)
     mean = F.get_features(tiny, st, layers="block1", pooling="mean", cache=False, progress=False)
     assert not np.allclose(cls["block1"], mean["block1"])
-    each = [F.get_features(tiny, st, modality="text", layers="block2", captions=j, cache=False,
-                           progress=False)["block2"] for j in range(5)]
-    avg = F.get_features(tiny, st, modality="text", layers="block2", captions="mean",
-                         cache=False, progress=False)["block2"]
+    each = [F.get_features(tiny, st, modality="text", layers="block1", captions=j, cache=False,
+                           progress=False)["block1"] for j in range(5)]
+    avg = F.get_features(tiny, st, modality="text", layers="block1", captions="mean",
+                         cache=False, progress=False)["block1"]
     np.testing.assert_allclose(avg, np.mean(each, axis=0), atol=1e-5)
-    first = F.get_features(tiny, st, modality="text", layers="block2", cache=False,
-                           progress=False)["block2"]
+    first = F.get_features(tiny, st, modality="text", layers="block1", cache=False,
+                           progress=False)["block1"]
     np.testing.assert_allclose(first, each[0], atol=1e-6)
 
 
@@ -122,8 +129,8 @@ def test_batching_is_deterministic(tiny):
 def test_cache_returns_identical_features_without_running_the_model(tiny, monkeypatch):
     st = _stimuli()
     first = F.get_features(tiny, st, layers="all", heads=False, progress=False)
-    files = list(F.data_dir("features", "demo-random").glob("*.npy"))
-    assert len(files) == 5
+    files = list(F.data_dir("features", "demo-random-clip-s0").glob("*.npy"))
+    assert len(files) == len(F.list_layers(tiny, "image"))
 
     def boom(*args, **kwargs):
         raise AssertionError("the model ran although every layer was cached")
@@ -138,8 +145,8 @@ def test_cache_returns_identical_features_without_running_the_model(tiny, monkey
     with pytest.raises(AssertionError, match="model ran"):
         F.get_features(tiny, _stimuli(seed=1), layers="block0", progress=False)
     monkeypatch.setattr(F, "_extract", real_extract)
-    assert F.clear_feature_cache("demo-random") == 10  # .npy + .json sidecars
-    assert not list(F.data_dir("features", "demo-random").glob("*.npy"))
+    assert F.clear_feature_cache("demo-random-clip-s0") == 2 * len(files)  # + .json sidecars
+    assert not list(F.data_dir("features", "demo-random-clip-s0").glob("*.npy"))
 
 
 def test_stimulus_digest_tracks_what_the_model_sees():
@@ -220,3 +227,30 @@ def test_minilm_layers_and_heads_offline():
     assert np.std(heads["block5"].mean(axis=0), axis=0).mean() > 0
     with pytest.raises(ValueError, match="no image tower"):
         F.get_features("minilm", st, modality="image", device="cpu")
+
+
+def test_fused_decoder_heads_read_both_image_and_caption():
+    """CoCa's cross-attention heads (xattn) are a layer family of their own, for image-caption
+    pairs: changing the image or the caption changes them; the decoder has no 'final'."""
+    from scaleinv_utils.models import load_model
+    coca = load_model("demo-random-coca-s0", device="cpu")
+    names = F.list_layers(coca, "multimodal", heads=True)
+    assert names == ["dec0", "xattn0", "dec1", "xattn1"]
+    st = _stimuli(6)
+    feats = F.get_features(coca, st, modality="multimodal", layers=["xattn0", "xattn1"],
+                           heads=True, cache=False, progress=False)
+    n_heads = F.n_heads(coca, "multimodal")
+    assert feats["xattn1"].shape[:2] == (6, n_heads)
+    swapped_text = (st.images, [c for c in st.captions[::-1]])
+    other = F.get_features(coca, swapped_text, modality="multimodal", layers=["xattn1"],
+                           heads=True, cache=False, progress=False)["xattn1"]
+    assert not np.allclose(other, feats["xattn1"])
+    swapped_image = (st.images[::-1].copy(), st.captions)
+    other = F.get_features(coca, swapped_image, modality="multimodal", layers=["xattn1"],
+                           heads=True, cache=False, progress=False)["xattn1"]
+    assert not np.allclose(other, feats["xattn1"])
+    with pytest.raises(ValueError, match="ends in word logits"):
+        F.get_features(coca, st, modality="multimodal", layers="final", cache=False)
+    with pytest.raises(ValueError, match="one caption group per image"):
+        F.get_features(coca, (st.images, st.captions[:2]), modality="multimodal",
+                       layers=["xattn0"], cache=False)
