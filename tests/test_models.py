@@ -258,14 +258,15 @@ def test_each_architecture_learns_and_reloads_to_identical_features(name, tmp_pa
     setup, context, corpus, tokenizer = training_setup
     before = torch.random.get_rng_state()
     threads = torch.get_num_threads()
+    # one batch of 128 images, seen 30 times: the loss must fall
     module, entry = training.train_one(name, demo_world, setup=setup, corpus=corpus,
-                                       tokenizer=tokenizer, epochs_override=12,
-                                       n_train_images=256)
+                                       tokenizer=tokenizer, epochs_override=30,
+                                       n_train_images=128)
     assert torch.equal(before, torch.random.get_rng_state())  # no global seeding
     assert torch.get_num_threads() == threads
     curve = entry["curve"]
-    assert curve[-1]["train_loss"] < 0.9 * curve[0]["train_loss"]
-    assert "test run" in entry["note"] and entry["n_train_images"] == 256
+    assert curve[-1]["train_loss"] < curve[0]["train_loss"] - 0.1, curve
+    assert "test run" in entry["note"] and entry["n_train_images"] == 128
     entry["file"] = f"{name}.safetensors"
     entry["sha256"] = training.save_state(module, tmp_path / entry["file"])
     entry["metrics"] = {}
@@ -319,6 +320,7 @@ def test_shipped_zoo_is_complete_and_small(demo_world):
         assert entry["n_train_images"] == spec.n_train_images and entry["seed"] == spec.seed
         assert entry["epochs"] == pytest.approx(M.zoo.EPOCHS, rel=0.07)
         assert "note" not in entry  # no test-run weights shipped
+        assert 0 < entry["final_loss"] < 10, (name, entry["final_loss"])  # none diverged
         assert len(entry["curve"]) >= 4
 
 

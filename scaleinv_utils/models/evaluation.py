@@ -201,3 +201,87 @@ def attribute_probes(features, subset, attributes=("category", "colour"), *, C=1
         out[a] = float(clf.score(features[test], truth[a][test]))
         out[f"chance_{a}"] = 1.0 / len(names[a])
     return _rounded(out)
+
+
+def best_layer_scores(model, subset, *, subject=None, voxels=None, alphas=None, device=None):
+    """Noise-ceiling-normalised encoding score of a model's best image layer, per voxel.
+
+    Every image layer (blocks and the final embedding) is fitted by ridge regression on
+    the subject's training images and scored on the shared test images (R^2 / NC); the
+    best layer is the one with the highest median over ``voxels``.
+
+    Parameters
+    ----------
+    model : str or LoadedModel
+    subset : Subset
+    subject : str or None
+        Default: the subset's first subject.
+    voxels : ndarray of shape (n_voxels,), bool, or None
+        Voxels the best layer is chosen on and scores are returned for (default: all).
+    alphas : array-like or None
+        Ridge penalties (default ``np.logspace(-1, 6, 15)``).
+    device : str or None
+
+    Returns
+    -------
+    scores : ndarray of shape (n_selected_voxels,)
+        R^2 / NC of the best layer.
+    layer : str
+        Its name.
+    """
+    from .. import encoding
+    from ..features import get_features
+    subj = subset.subject(subject)
+    mask = np.ones(subj.n_voxels, bool) if voxels is None else np.asarray(voxels, bool)
+    if mask.shape != (subj.n_voxels,):
+        raise ValueError(f"voxels must be a boolean mask of shape ({subj.n_voxels},), "
+                         f"got shape {mask.shape}.")
+    feats = get_features(model, subset.stimuli, layers="all", device=device, progress=False)
+    alphas = np.logspace(-1, 6, 15) if alphas is None else alphas
+    res = encoding.layerwise_encoding(feats, subj, alphas=alphas, score="r2_nc")
+    S = res.scores[:, mask]
+    best = int(np.nanargmax(np.nanmedian(S, axis=1)))
+    return S[best], res.layers[best]
+
+
+#: The zoo's design targets on held-out demo images (issue: a demo zoo that learns).
+ZOO_TARGETS = {
+    "full-data CLIP zero-shot shape": ("clip-full", "zero_shot_accuracy", 0.5),
+    "full-data CLIP retrieval top-5": ("clip-full", "top5", 0.7),
+    "vision-only held-out shape accuracy": ("vision", "category_accuracy", 0.6),
+}
+
+
+def zoo_bars(quality):
+    """The zoo's design targets, checked on held-out metrics (means over seeds).
+
+    Parameters
+    ----------
+    quality : dict
+        {zoo name: :func:`demo_quality` metrics}, covering the trained zoo.
+
+    Returns
+    -------
+    bars : dict
+        {target: {"value", "target", "met"}}, plus ``"retrieval rises with data size"``
+        whose value is the list of mean top-5 scores by training-set size.
+    """
+    from . import zoo
+    full = max(zoo.DATA_SIZES.values())
+    groups = {"clip-full": [n for n in zoo.names("clip", True) if zoo.spec(n).n_train_images == full],
+              "vision": zoo.names("vision", True)}
+    missing = [n for g in groups.values() for n in g if n not in quality]
+    if missing:
+        raise ValueError(f"quality lacks zoo models {missing}.")
+    bars = {}
+    for label, (group, key, target) in ZOO_TARGETS.items():
+        value = float(np.mean([quality[n][key] for n in groups[group]]))
+        bars[label] = {"value": round(value, 4), "target": target, "met": value >= target}
+    by_size = []
+    for n_train in sorted(zoo.DATA_SIZES.values()):
+        names = [n for n in zoo.names("clip", True) if zoo.spec(n).n_train_images == n_train]
+        by_size.append(round(float(np.mean([quality[n]["top5"] for n in names])), 4))
+    bars["retrieval rises with data size"] = {
+        "value": by_size, "target": "strictly increasing",
+        "met": all(a < b for a, b in zip(by_size, by_size[1:]))}
+    return bars

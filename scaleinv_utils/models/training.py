@@ -27,6 +27,10 @@ __all__ = ["train_demo_models", "train_one", "LEARNING_RATE"]
 
 LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 0.05
+#: Gradient-norm clipping per architecture. The captioning decoder's word logits are
+#: unbounded, and without clipping one CoCa seed's caption loss diverged (to ~1e16) while its
+#: contrastive half kept learning; CLIP's logits are bounded by its clamped temperature.
+GRAD_CLIP_NORM = {"coca": 1.0}
 #: Held-out evaluations recorded along each learning curve.
 CURVE_POINTS = 6
 
@@ -186,6 +190,7 @@ def train_one(name, subset, *, setup, corpus, tokenizer, epochs_override=None,
     opt = torch.optim.AdamW(module.parameters(), lr=setup["lr"], weight_decay=WEIGHT_DECAY)
     rng = np.random.default_rng(1000 + spec.seed)
     b = min(BATCH_SIZE, n)
+    clip_norm = GRAD_CLIP_NORM.get(spec.architecture)
     eval_at = set(np.unique(np.linspace(0, steps, CURVE_POINTS + 1).round().astype(int))[1:])
     curve, losses, t0 = [], [], time.time()
     module.train()
@@ -198,6 +203,8 @@ def train_one(name, subset, *, setup, corpus, tokenizer, epochs_override=None,
                      {a: v[idx] for a, v in labels.items()}, coca_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_norm:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), clip_norm)
         opt.step()
         if hasattr(module, "logit_scale"):
             with torch.no_grad():  # CLIP clamps the temperature at 100
@@ -220,6 +227,8 @@ def train_one(name, subset, *, setup, corpus, tokenizer, epochs_override=None,
         "n_params_millions": round(sum(p.numel() for p in module.parameters()) / 1e6, 4),
         "curve": curve,
     }
+    if clip_norm:
+        record["grad_clip_norm"] = clip_norm
     if epochs_override is not None or n_train_images is not None:
         record["note"] = (f"test run: {record['epochs']} epochs on {n} images, not the zoo's "
                           f"{setup['epochs']} epochs on {spec.n_train_images}")
@@ -360,7 +369,49 @@ def train_demo_models(out=None, *, models=None, lr=LEARNING_RATE, epochs=None,
                                           epochs_override, progress, threads)
             if progress:
                 print(name, json.dumps(entry["metrics"]), flush=True)
-    return read_weights_json(out)
+    record = read_weights_json(out)
+    if all(_complete(record, out, m) for m in trainable):
+        record = write_bars(out, subset)
+    return record
+
+
+def write_bars(out, subset):
+    """Add the zoo's design targets, checked on the recorded held-out metrics, to the record.
+
+    Besides :func:`~scaleinv_utils.models.evaluation.zoo_bars`, the brain bar: the best
+    image layer of the full-data CLIPs predicts the simulated category network (subject 1,
+    R^2 / NC) better than the best layer of random CLIPs (difference of medians, averaged
+    over seeds, with a voxel bootstrap interval).
+    """
+    from .. import stats
+    from .evaluation import best_layer_scores, zoo_bars
+    from .loaders import load_model
+    record = read_weights_json(out)
+    bars = zoo_bars({n: e["metrics"] for n, e in record["models"].items()})
+    full = max(zoo.DATA_SIZES.values())
+    trained = [n for n in zoo.names("clip", True) if zoo.spec(n).n_train_images == full]
+    random = zoo.names("clip", trained=False)
+    subj = subset.subject()
+    category = np.asarray(subj.voxels.network) == "category"
+
+    def scores(names):
+        return np.mean([best_layer_scores(load_model(n, device="cpu", weights_dir=out), subset,
+                                          voxels=category)[0] for n in names], axis=0)
+    t, r = scores(trained), scores(random)
+    adv = stats.bootstrap(lambda a, b: np.median(a) - np.median(b), t, r, n_resamples=2000,
+                          random_state=0)
+    bars["full-data CLIP beats random init in the category network (median R^2/NC)"] = {
+        "value": round(float(adv.estimate), 4), "interval": [round(float(adv.low), 4),
+                                                             round(float(adv.high), 4)],
+        "target": "95% interval excluding 0", "met": bool(adv.low > 0)}
+    path = out / WEIGHTS_JSON
+    with _locked(path):
+        record = read_weights_json(out)
+        record["bars"] = bars
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, path)
+    return record
 
 
 def _complete(record, out, name):
