@@ -326,6 +326,11 @@ class BootstrapResult:
     samples: np.ndarray
     level: float
 
+    @property
+    def distribution(self):
+        """The resampled statistics (alias of ``samples``)."""
+        return self.samples
+
     def __str__(self):
         if np.ndim(self.estimate) == 0:
             return (f"{self.estimate:.3g} ({100 * self.level:.0f}% CI {self.low:.3g} to "
