@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from . import stats as _stats
 from ._validation import check_array, check_consistent_samples, check_random_state
 
 __all__ = ["Relation", "relate", "save_table", "load_table", "scale_invariance",
@@ -30,7 +31,8 @@ class Relation:
     statistic : float
         Spearman's rho (or Pearson's r).
     p_value : float
-        Two-sided permutation p-value, (1 + #{|null| >= |observed|}) / (1 + n_permutations).
+        Two-sided permutation p-value, (1 + #{|null| >= |observed|}) / (1 + n_permutations)
+        (:func:`scaleinv_utils.stats.permutation_pvalue`).
     ci_low, ci_high : float
         Percentile bootstrap interval over models.
     n_models : int
@@ -48,19 +50,6 @@ class Relation:
         name = "rho" if self.method == "spearman" else "r"
         return (f"{name} = {self.statistic:+.2f} (95% CI {self.ci_low:+.2f} to {self.ci_high:+.2f}), "
                 f"permutation p = {self.p_value:.3g}, n = {self.n_models} models")
-
-
-def _ranks(a):
-    return stats.rankdata(a, axis=-1)
-
-
-def _corr_rows(x, Y):
-    """Pearson correlation of vector x with every row of Y."""
-    xc = x - x.mean()
-    Yc = Y - Y.mean(axis=-1, keepdims=True)
-    denom = np.sqrt((xc**2).sum() * (Yc**2).sum(axis=-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (Yc @ xc) / denom
 
 
 def relate(x, y, *, method="spearman", n_permutations=9999, n_bootstrap=2000, confidence=0.95,
@@ -101,24 +90,20 @@ def relate(x, y, *, method="spearman", n_permutations=9999, n_bootstrap=2000, co
         if np.ptp(v) == 0:
             raise ValueError(f"{name} is constant across the {n} models; a correlation is undefined.")
     rng = check_random_state(random_state)
-    tx, ty = (_ranks(x), _ranks(y)) if method == "spearman" else (x, y)
-    observed = float(_corr_rows(tx, ty[None, :])[0])
-
+    corr = _stats.spearman if method == "spearman" else _stats.pearson
+    # Permuting y's ranks is ranking a permuted y: rank once, then Pearson on each shuffle.
+    tx, ty = (stats.rankdata(x), stats.rankdata(y)) if method == "spearman" else (x, y)
     perms = np.argsort(rng.random((n_permutations, n)), axis=1)
-    null = _corr_rows(tx, ty[perms])
-    p_value = (1 + np.sum(np.abs(null) >= abs(observed) - 1e-12)) / (1 + n_permutations)
-
-    idx = rng.integers(0, n, size=(n_bootstrap, n))
-    bx, by = x[idx], y[idx]
-    if method == "spearman":
-        bx, by = _ranks(bx), _ranks(by)
-    bxc = bx - bx.mean(1, keepdims=True)
-    byc = by - by.mean(1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        boot = (bxc * byc).sum(1) / np.sqrt((bxc**2).sum(1) * (byc**2).sum(1))
-    boot = boot[np.isfinite(boot)]  # resamples that drew one model n times have no correlation
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(boot, [alpha, 1 - alpha]) if len(boot) else (np.nan, np.nan)
+    # The observed order is row 0 of the same batched computation, so a shuffle that
+    # reproduces it gets bit-identical r and counts as a tie (no tolerance needed).
+    rows = np.concatenate([ty[None, :], ty[perms]])
+    r_all = _stats.pearson(tx, rows, axis=-1)
+    observed = float(r_all[0])
+    p_value = _stats.permutation_pvalue(observed, r_all[1:], alternative="two-sided")
+    # Bootstrap over models; resamples that drew one model n times have no correlation (NaN, dropped).
+    boot = _stats.bootstrap(lambda a, b: corr(a, b, axis=-1), x, y, n_resamples=n_bootstrap,
+                            level=confidence, random_state=rng, vectorized=True)
+    lo, hi = boot.low, boot.high
     return Relation(observed, float(p_value), float(lo), float(hi), n, method)
 
 

@@ -499,12 +499,11 @@ def pearson_per_voxel(Y_true, Y_pred):
     r : ndarray of shape (n_voxels,)
         NaN where either column is constant or non-finite.
     """
+    from .stats import pearson
+
     Y_true, Y_pred = _check_pair(Y_true, Y_pred)
-    a = Y_true - Y_true.mean(axis=0)
-    b = Y_pred - Y_pred.mean(axis=0)
-    den = np.sqrt((a ** 2).sum(axis=0) * (b ** 2).sum(axis=0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, (a * b).sum(axis=0) / den, np.nan)
+    with np.errstate(invalid="ignore"):
+        return np.asarray(pearson(Y_true, Y_pred, axis=0), dtype=np.float64)
 
 
 def normalise_by_noise_ceiling(scores, noise_ceiling, *, kind="r2", min_nc=1.0):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import stats as _stats
 from ._validation import (check_array, check_consistent_samples, check_random_state,
                           check_scale)
 from .neighbors import NeighborGraph, nearest_neighbors, scale_grid
@@ -133,13 +134,10 @@ def _rank(v):
     return rankdata(v).astype(np.float64)
 
 
-def _pearson(a, b):
-    a = a - a.mean()
-    b = b - b.mean()
-    denom = np.sqrt(np.dot(a, a) * np.dot(b, b))
-    if denom == 0:
-        raise ValueError("a compared vector is constant; its correlation is undefined.")
-    return float(np.dot(a, b) / denom)
+def _correlate(a, b, method):
+    """The package's one Pearson / Spearman (:mod:`scaleinv_utils.stats`); constant input raises."""
+    f = _stats.spearman if method == "spearman" else _stats.pearson
+    return f(a, b, constant="raise")
 
 
 def compare_rdms(D1, D2, method="spearman"):
@@ -168,9 +166,7 @@ def compare_rdms(D1, D2, method="spearman"):
     if v1.shape != v2.shape:
         raise ValueError(f"D1 and D2 must describe the same stimuli: {v1.size} vs "
                          f"{v2.size} pairs.")
-    if method == "spearman":
-        v1, v2 = _rank(v1), _rank(v2)
-    return _pearson(v1, v2)
+    return _correlate(v1, v2, method)
 
 
 def rsa(X, Y, metric="correlation", method="spearman"):
@@ -700,9 +696,7 @@ def compare_profiles(profile_a, profile_b, method="pearson"):
         raise ValueError(f"method must be 'pearson', 'spearman', 'rmse' or 'cosine', got {method!r}.")
     if a.size < 3:
         raise ValueError(f"a correlation of profiles needs at least 3 scales, got {a.size}.")
-    if method == "spearman":
-        a, b = _rank(a), _rank(b)
-    return _pearson(a, b)
+    return _correlate(a, b, method)
 
 
 # ---------------------------------------------------------------------------
@@ -885,7 +879,8 @@ class PermutationResult:
     score : float or ndarray of shape (n_scales,)
     null : ndarray of shape (n_permutations,) or (n_permutations, n_scales)
     p_value : float or ndarray of shape (n_scales,)
-        (1 + #{null >= score}) / (1 + n_permutations): one-sided, never 0.
+        (1 + #{null >= score}) / (1 + n_permutations): one-sided, never 0
+        (:func:`scaleinv_utils.stats.permutation_pvalue`).
     null_mean : float or ndarray of shape (n_scales,)
     calibrated : float or ndarray of shape (n_scales,)
         score - null_mean: the part of the score above what unrelated
@@ -944,7 +939,7 @@ def permutation_test(statistic, X, Y, n_permutations=200, random_state=None):
     score = np.asarray(statistic(X, Y), dtype=float)
     null = np.stack([np.asarray(statistic(X, _take_rows(Y, rng.permutation(n))), dtype=float)
                      for _ in range(int(n_permutations))])
-    p = (1.0 + np.sum(null >= score, axis=0)) / (1.0 + null.shape[0])
+    p = _stats.permutation_pvalue(score, null, alternative="greater")
     null_mean = null.mean(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = score / null_mean
@@ -956,23 +951,7 @@ def permutation_test(statistic, X, Y, n_permutations=200, random_state=None):
                              calibrated=out(score - null_mean), calibrated_ratio=out(ratio))
 
 
-@dataclass
-class BootstrapResult:
-    """Percentile bootstrap interval.
-
-    Attributes
-    ----------
-    estimate : float or ndarray
-        The statistic on the original data.
-    low, high : float or ndarray
-        Interval bounds.
-    distribution : ndarray of shape (n_bootstraps, ...)
-    """
-
-    estimate: object
-    low: object
-    high: object
-    distribution: np.ndarray
+BootstrapResult = _stats.BootstrapResult  # one result type; ``.distribution`` = ``.samples``
 
 
 def bootstrap_ci(statistic, *arrays, n_bootstraps=200, confidence=0.95, random_state=None):
@@ -983,6 +962,8 @@ def bootstrap_ci(statistic, *arrays, n_bootstraps=200, confidence=0.95, random_s
     them each other's nearest neighbours in every representation: for kNN
     measures, bootstrap the per-stimulus overlaps instead, e.g.
     ``bootstrap_ci(lambda o: o.mean(0), knn_overlap(X, Y, ks, per_sample=True))``.
+    Computed by :func:`scaleinv_utils.stats.bootstrap` (resamples whose
+    statistic is NaN are left out of the interval).
 
     Parameters
     ----------
@@ -996,7 +977,9 @@ def bootstrap_ci(statistic, *arrays, n_bootstraps=200, confidence=0.95, random_s
 
     Returns
     -------
-    result : BootstrapResult
+    result : scaleinv_utils.stats.BootstrapResult
+        ``estimate``, ``low``, ``high`` and the resampled statistics
+        ``samples`` (also as ``distribution``) of shape (n_bootstraps, ...).
 
     Raises
     ------
@@ -1007,16 +990,6 @@ def bootstrap_ci(statistic, *arrays, n_bootstraps=200, confidence=0.95, random_s
         raise ValueError("bootstrap_ci needs at least one array.")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence={confidence} must be between 0 and 1.")
-    arrays = [np.asarray(a) for a in arrays]
-    n = check_consistent_samples(**{f"array{i}": a for i, a in enumerate(arrays)})
-    rng = check_random_state(random_state)
-    estimate = np.asarray(statistic(*arrays), dtype=float)
-    dist = np.stack([np.asarray(statistic(*[a[idx] for a in arrays]), dtype=float)
-                     for idx in (rng.integers(0, n, n) for _ in range(int(n_bootstraps)))])
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(dist, [alpha, 1.0 - alpha], axis=0)
-
-    def out(v):
-        return float(v) if np.ndim(v) == 0 else v
-
-    return BootstrapResult(estimate=out(estimate), low=out(low), high=out(high), distribution=dist)
+    return _stats.bootstrap(lambda *a: np.asarray(statistic(*a), dtype=float), *arrays,
+                            n_resamples=int(n_bootstraps), level=confidence,
+                            random_state=random_state)

@@ -1,0 +1,441 @@
+"""The package's statistics, written once: correlations, permutation p-values,
+bootstrap intervals and the Benjamini-Hochberg correction.
+
+Every module that correlates, tests or bootstraps calls these functions, so the
+same data get the same correlation, the same p-value and the same interval in
+every chapter. The rules:
+
+* **Correlation.** Pearson r of centred vectors; Spearman rho is Pearson r of
+  average ranks (ties share the mean of their ranks); a partial correlation is
+  the correlation of the residuals after a least-squares fit on the covariates
+  plus an intercept (ranks first for Spearman). Undefined correlations (a
+  constant vector) are NaN unless asked to raise.
+* **Permutation p-value.** ``p = (1 + #(null >= observed)) / (1 + n_permutations)``
+  (Phipson & Smyth 2010): the observed statistic counts as one member of the
+  null, so p is never 0 and the test is exact. Ties count as exceeding; there
+  is no tolerance.
+* **Interval.** The percentile interval of resampled statistics; resamples
+  whose statistic is undefined (NaN) are dropped.
+* **Multiple comparisons.** Benjamini-Hochberg adjusted p-values (q-values).
+
+Random numbers come only from an explicit ``random_state``
+(:func:`scaleinv_utils._validation.check_random_state`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import check_array, check_consistent_samples, check_random_state
+
+__all__ = [
+    "BootstrapResult",
+    "bootstrap",
+    "fdr_bh",
+    "partial_correlation",
+    "pearson",
+    "percentile_interval",
+    "permutation_pvalue",
+    "spearman",
+]
+
+_ALTERNATIVES = ("greater", "less", "two-sided")
+
+
+def _as_float(a, name):
+    if hasattr(a, "detach"):  # torch tensor
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a)
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise TypeError(f"{name} must be a numeric array, got dtype {a.dtype}.")
+    return a.astype(np.float64, copy=False)
+
+
+def _scalar_or_array(r):
+    r = np.asarray(r)
+    return float(r) if r.ndim == 0 else r
+
+
+def pearson(x, y, axis=0, *, constant="nan"):
+    """Pearson correlation along one axis.
+
+    Parameters
+    ----------
+    x, y : array-like
+        Broadcastable against each other, e.g. both (n,), both
+        (n, n_columns) (one correlation per column with ``axis=0``), or x of
+        shape (n,) and y of shape (n_rows, n) with ``axis=-1`` (x against every
+        row of y).
+    axis : int
+        Axis of the observations (after broadcasting).
+    constant : {"nan", "raise"}
+        What a constant vector (zero variance; its correlation is undefined)
+        gives: NaN, or a ValueError.
+
+    Returns
+    -------
+    r : float or ndarray
+        A float for 1-D input, otherwise the broadcast shape without ``axis``.
+        Clipped to [-1, 1] (rounding can step outside it by 1e-16).
+
+    Raises
+    ------
+    ValueError
+        If the inputs do not broadcast, have fewer than 2 observations, or
+        (``constant="raise"``) a vector is constant.
+    TypeError
+        If an input is not numeric.
+
+    Examples
+    --------
+    >>> pearson([1, 2, 3, 4], [2, 4, 5, 9])
+    0.9647638212377322
+    """
+    if constant not in ("nan", "raise"):
+        raise ValueError(f"constant must be 'nan' or 'raise', got {constant!r}.")
+    x = _as_float(x, "x")
+    y = _as_float(y, "y")
+    try:
+        x, y = np.broadcast_arrays(x, y)
+    except ValueError:
+        raise ValueError(f"x and y must have broadcastable shapes, got {x.shape} and {y.shape}.") \
+            from None
+    if x.ndim == 0:
+        raise ValueError("x and y must have at least one axis of observations, got scalars.")
+    n = x.shape[axis]
+    if n < 2:
+        raise ValueError(f"a correlation needs at least 2 observations along axis {axis}, got {n}.")
+    xc = x - x.mean(axis=axis, keepdims=True)
+    yc = y - y.mean(axis=axis, keepdims=True)
+    sxx = (xc * xc).sum(axis=axis)
+    syy = (yc * yc).sum(axis=axis)
+    sxy = (xc * yc).sum(axis=axis)
+    # A vector constant up to rounding has a tiny but non-zero spread after centring.
+    tol_x = (np.finfo(np.float64).eps * n * np.abs(x).max(axis=axis)) ** 2
+    tol_y = (np.finfo(np.float64).eps * n * np.abs(y).max(axis=axis)) ** 2
+    bad = (sxx <= tol_x) | (syy <= tol_y)
+    if constant == "raise" and np.any(bad):
+        which = "x" if np.any(sxx <= tol_x) else "y"
+        raise ValueError(f"{which} is constant (zero variance); its correlation is undefined.")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(bad, np.nan, sxy / np.sqrt(sxx * syy))
+    return _scalar_or_array(np.clip(r, -1.0, 1.0))
+
+
+def _rank(a, axis):
+    from scipy.stats import rankdata
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 0:
+        return a
+    return rankdata(a, axis=axis, method="average").astype(np.float64)
+
+
+def spearman(x, y, axis=0, *, constant="nan"):
+    """Spearman rank correlation: Pearson r of average ranks.
+
+    Parameters
+    ----------
+    x, y : array-like
+        As in :func:`pearson`; each is ranked along ``axis`` before broadcasting.
+    axis : int
+    constant : {"nan", "raise"}
+        See :func:`pearson`.
+
+    Returns
+    -------
+    rho : float or ndarray
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`pearson`.
+    """
+    x = _as_float(x, "x")
+    y = _as_float(y, "y")
+    for name, a in (("x", x), ("y", y)):
+        if a.ndim and np.isnan(a).any():
+            raise ValueError(f"{name} contains NaN; ranks are undefined.")
+    xr = _rank(x, axis if x.ndim > 1 else -1)
+    yr = _rank(y, axis if y.ndim > 1 else -1)
+    return pearson(xr, yr, axis=axis, constant=constant)
+
+
+def _residualise(v, Z):
+    coef, *_ = np.linalg.lstsq(Z, v, rcond=None)
+    return v - Z @ coef
+
+
+def partial_correlation(x, y, covariates, method="pearson"):
+    """Correlation of x and y after removing what the covariates explain linearly.
+
+    Both are residualised on the covariates plus an intercept by least squares
+    and the residuals correlated. For ``method="spearman"``, x, y and each
+    covariate are replaced by their ranks first (the usual rank partial
+    correlation).
+
+    Parameters
+    ----------
+    x, y : array-like of shape (n,)
+    covariates : array-like of shape (n,) or (n, n_covariates)
+    method : {"pearson", "spearman"}
+
+    Returns
+    -------
+    r : float
+        NaN if a residual is zero (x or y is explained exactly).
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, different lengths, non-finite values, or
+        n < n_covariates + 3 (the residual correlation has no degree of freedom left).
+    """
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}.")
+    x = check_array(x, "x", ndim=1, min_samples=3)
+    y = check_array(y, "y", ndim=1, min_samples=3)
+    Z = check_array(covariates, "covariates", ndim=(1, 2), min_samples=1)
+    if Z.ndim == 1:
+        Z = Z[:, None]
+    n = check_consistent_samples(x=x, y=y, covariates=Z)
+    k = Z.shape[1]
+    if n < k + 3:
+        raise ValueError(f"a partial correlation on {k} covariates needs at least {k + 3} "
+                         f"samples, got n={n}.")
+    if method == "spearman":
+        x, y, Z = _rank(x, 0), _rank(y, 0), _rank(Z, 0)
+    design = np.column_stack([np.ones(n), Z])
+    return pearson(_residualise(x, design), _residualise(y, design))
+
+
+def permutation_pvalue(observed, null, alternative="greater"):
+    """Permutation p-value, ``(1 + #(null >= observed)) / (1 + n_permutations)``.
+
+    The observed statistic counts as one of the permutations, so p >= 1 / (1 +
+    n_permutations) and the test is exact (Phipson & Smyth 2010). A null value
+    equal to the observed one counts as exceeding it; there is no tolerance.
+
+    Parameters
+    ----------
+    observed : float or array-like of shape (...)
+        The statistic on the real data.
+    null : array-like of shape (n_permutations,) or (n_permutations, ...)
+        The statistic on each permutation; axis 0 holds the permutations, the
+        rest broadcasts against ``observed``. NaN entries (permutations whose
+        statistic is undefined) are dropped per test.
+    alternative : {"greater", "less", "two-sided"}
+        "greater" counts ``null >= observed``; "less" counts ``null <= observed``;
+        "two-sided" counts ``|null| >= |observed|`` (for statistics centred on 0
+        under the null, e.g. correlations).
+
+    Returns
+    -------
+    p : float or ndarray of the broadcast shape of ``observed`` and ``null[0]``
+        NaN where ``observed`` is NaN.
+
+    Raises
+    ------
+    ValueError
+        For an unknown alternative, an empty null, or shapes that do not broadcast.
+
+    Examples
+    --------
+    >>> permutation_pvalue(2.0, [0.5, 1.0, 2.0, 3.0])
+    0.6
+    """
+    if alternative not in _ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {_ALTERNATIVES}, got {alternative!r}.")
+    obs = _as_float(observed, "observed")
+    null = _as_float(null, "null")
+    if null.ndim == 0 or null.shape[0] == 0:
+        raise ValueError(f"null must hold at least one permutation along axis 0, got shape "
+                         f"{null.shape}.")
+    try:
+        shape = np.broadcast_shapes(obs.shape, null.shape[1:])
+    except ValueError:
+        raise ValueError(f"null of shape {null.shape} (permutations first) does not broadcast "
+                         f"against observed of shape {obs.shape}.") from None
+    if alternative == "two-sided":
+        obs, null = np.abs(obs), np.abs(null)
+    valid = ~np.isnan(null)
+    with np.errstate(invalid="ignore"):
+        exceed = (null <= obs) if alternative == "less" else (null >= obs)
+    count = np.broadcast_to((exceed & valid).sum(axis=0), shape)
+    n_valid = np.broadcast_to(valid.sum(axis=0), shape)
+    p = (1.0 + count) / (1.0 + n_valid)
+    p = np.where(np.broadcast_to(np.isnan(obs), shape), np.nan, p)
+    return _scalar_or_array(p)
+
+
+def percentile_interval(samples, level=0.95, axis=0):
+    """Percentile interval of resampled statistics.
+
+    Parameters
+    ----------
+    samples : array-like of shape (n_resamples, ...)
+        Resampled statistics along ``axis``; NaN resamples are dropped.
+    level : float in (0, 1)
+        Coverage: the interval runs from the (1 - level)/2 to the (1 + level)/2 quantile.
+    axis : int
+
+    Returns
+    -------
+    low, high : float or ndarray of the shape of samples without ``axis``
+        NaN where every resample is NaN.
+
+    Raises
+    ------
+    ValueError
+        If level is not strictly between 0 and 1 or samples is empty.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}.")
+    s = _as_float(samples, "samples")
+    if s.ndim == 0 or s.shape[axis] == 0:
+        raise ValueError(f"samples must hold at least one resample along axis {axis}, got shape "
+                         f"{s.shape}.")
+    alpha = (1.0 - level) / 2.0
+    all_nan = np.isnan(s).all(axis=axis)
+    filled = np.where(np.isnan(s).all(axis=axis, keepdims=True), 0.0, s)
+    low, high = np.nanquantile(filled, [alpha, 1.0 - alpha], axis=axis)
+    low = np.where(all_nan, np.nan, low)
+    high = np.where(all_nan, np.nan, high)
+    return _scalar_or_array(low), _scalar_or_array(high)
+
+
+@dataclass
+class BootstrapResult:
+    """A bootstrap estimate and its percentile interval.
+
+    Attributes
+    ----------
+    estimate : float or ndarray
+        The statistic on the original data.
+    low, high : float or ndarray
+        Percentile interval of the resampled statistics.
+    samples : ndarray of shape (n_resamples, ...)
+        The resampled statistics (NaN where undefined on a resample).
+    level : float
+        Coverage of the interval.
+    """
+
+    estimate: object
+    low: object
+    high: object
+    samples: np.ndarray
+    level: float
+
+    @property
+    def distribution(self):
+        """The resampled statistics (alias of ``samples``)."""
+        return self.samples
+
+    def __str__(self):
+        if np.ndim(self.estimate) == 0:
+            return (f"{self.estimate:.3g} ({100 * self.level:.0f}% CI {self.low:.3g} to "
+                    f"{self.high:.3g}, {len(self.samples)} resamples)")
+        return f"BootstrapResult(shape={np.shape(self.estimate)}, level={self.level})"
+
+
+def bootstrap(statistic, *arrays, n_resamples=1000, level=0.95, random_state=None,
+              vectorized=False):
+    """Bootstrap a statistic by resampling rows of all arrays jointly.
+
+    Each resample draws n row indices with replacement and applies them to
+    every array, so paired data stay paired (e.g. each model's x and y).
+
+    Parameters
+    ----------
+    statistic : callable
+        ``statistic(*arrays) -> float or ndarray``. With ``vectorized=True`` it
+        receives arrays of shape (n_resamples, n, ...) and must return shape
+        (n_resamples, ...) (the estimate is computed with n_resamples = 1).
+    *arrays : array-like of shape (n, ...)
+        Same first axis.
+    n_resamples : int
+    level : float
+        Coverage of the percentile interval.
+    random_state : int, numpy.random.Generator or None
+        The index matrix is drawn at once as ``rng.integers(0, n, (n_resamples, n))``.
+    vectorized : bool
+        Evaluate all resamples in one call.
+
+    Returns
+    -------
+    result : BootstrapResult
+
+    Raises
+    ------
+    ValueError
+        If no array is given, lengths differ, an array is empty, or
+        n_resamples < 1.
+    """
+    if not arrays:
+        raise ValueError("bootstrap needs at least one array to resample.")
+    if int(n_resamples) < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}.")
+    arrays = [np.asarray(a) for a in arrays]
+    for i, a in enumerate(arrays):
+        if a.ndim == 0 or a.shape[0] == 0:
+            raise ValueError(f"arrays[{i}] must have at least one row, got shape {a.shape}.")
+    n = check_consistent_samples(**{f"arrays[{i}]": a for i, a in enumerate(arrays)})
+    rng = check_random_state(random_state)
+    if vectorized:
+        estimate = np.asarray(statistic(*(a[None] for a in arrays)))[0]
+    else:
+        estimate = statistic(*arrays)
+    idx = rng.integers(0, n, size=(int(n_resamples), n))
+    if vectorized:
+        samples = np.asarray(statistic(*(a[idx] for a in arrays)), dtype=np.float64)
+    else:
+        samples = np.asarray([statistic(*(a[row] for a in arrays)) for row in idx],
+                             dtype=np.float64)
+    low, high = percentile_interval(samples, level)
+    return BootstrapResult(_scalar_or_array(estimate), low, high, samples, level)
+
+
+def fdr_bh(pvalues, axis=-1):
+    """Benjamini-Hochberg adjusted p-values (q-values), along one axis.
+
+    Tests with q <= 0.05 form a set whose expected false discovery
+    proportion is at most 5% (for independent or positively dependent tests).
+
+    Parameters
+    ----------
+    pvalues : array-like
+        NaN entries are ignored (they stay NaN and do not count as tests).
+    axis : int
+        Axis holding one family of tests (e.g. the voxels of one map).
+
+    Returns
+    -------
+    qvalues : ndarray of the same shape
+        ``q_(i) = min_{j >= i} min(1, m p_(j) / j)`` over the sorted p-values.
+
+    Raises
+    ------
+    ValueError
+        If any p-value is outside [0, 1].
+    """
+    p = _as_float(pvalues, "pvalues")
+    finite = p[np.isfinite(p)]
+    if finite.size and (finite.min() < 0 or finite.max() > 1):
+        raise ValueError(f"p-values must lie in [0, 1], found range [{finite.min():.3g}, "
+                         f"{finite.max():.3g}].")
+    scalar = p.ndim == 0
+    p = np.atleast_1d(p)
+    p = np.moveaxis(p, axis, -1)
+    flat = p.reshape(-1, p.shape[-1])
+    q = np.full(flat.shape, np.nan)
+    for r, row in enumerate(flat):
+        ok = np.flatnonzero(np.isfinite(row))
+        m = ok.size
+        if m == 0:
+            continue
+        order = ok[np.argsort(row[ok], kind="stable")]
+        ranked = row[order] * m / np.arange(1, m + 1)
+        ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+        q[r, order] = np.minimum(ranked, 1.0)
+    q = np.moveaxis(q.reshape(p.shape), -1, axis)
+    return q.reshape(()) if scalar else q
