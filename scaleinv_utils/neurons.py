@@ -1295,7 +1295,10 @@ def redundancy(masks, *, metric="dice", statistic="max", n_shuffles=200, null="s
         For each AN, the overlap of its BN set with the most similar other
         AN's set, averaged over ANs: "does every AN have a near-duplicate?".
     ``"mean"``
-        The mean overlap over all pairs.
+        The mean overlap over all pairs. Under the swap null it is nearly
+        fixed by the voxels' multiplicities (the total pairwise intersection
+        is ``sum_v C(m_v, 2)``), so its ratio stays near 1 even when its
+        p-value is small; prefer ``"max"`` there.
 
     Parameters
     ----------

@@ -303,7 +303,11 @@ def test_redundancy_is_above_chance_for_shared_structure():
     M = np.repeat(base, 5, axis=0) ^ (rng.random((20, 800)) < 0.01)  # 4 groups of 5 near-copies
     for statistic in ("max", "mean"):
         res = nn.redundancy(M, statistic=statistic, n_shuffles=100, random_state=0)
-        assert res.ratio > 2 and res.pvalue < 0.02
+        assert res.pvalue < 0.02
+        # the mean pair overlap is nearly pinned by the voxels' multiplicities, which the
+        # swap null keeps: its ratio stays near 1 there, the size-only null's does not
+        sizes = nn.redundancy(M, statistic=statistic, null="sizes", n_shuffles=100, random_state=0)
+        assert sizes.ratio > 2 and (res.ratio > 2 if statistic == "max" else res.ratio > 1)
     res = nn.redundancy(M, n_shuffles=100, random_state=0)
     assert np.all(res.partners >= 4)
     assert res.multiplicity.max() >= 5
@@ -438,7 +442,7 @@ def test_curveball_keeps_margins_and_samples_all_matrices_with_them_uniformly():
     import itertools
 
     M = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 0]], bool)
-    samples = nn.swap_null(M, 3000, n_rounds=3, random_state=0)
+    samples = nn.swap_null(M, 3000, n_rounds=60, random_state=0)  # long enough to mix
     np.testing.assert_array_equal(samples.sum(axis=2), np.broadcast_to(M.sum(1), (3000, 3)))
     np.testing.assert_array_equal(samples.sum(axis=1), np.broadcast_to(M.sum(0), (3000, 3)))
     every = [np.array(c, bool).reshape(3, 3) for c in itertools.product([0, 1], repeat=9)]
