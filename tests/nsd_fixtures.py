@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import threading
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -236,7 +237,7 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
 
 
 class NSDServer:
-    """Serve a directory on 127.0.0.1 like S3: HEAD, Range, MD5 ETag, and faults.
+    """Serve a directory on 127.0.0.1 like S3: HEAD, Range, If-Range, ETags, and faults.
 
     Faults are queued per path (relative, no leading slash) in ``faults[path]``
     and consumed one request at a time:
@@ -244,7 +245,12 @@ class NSDServer:
     ``"500"``  answer HTTP 500;  ``"drop:N"``  send the headers and N body bytes,
     then reset the connection;  ``"truncate:N"``  send N body bytes and close
     cleanly;  ``"corrupt"``  flip a byte of the body (ETag unchanged).
-    Paths in ``missing`` answer 404.
+    Paths in ``missing`` answer 404; paths in ``no_ranges`` ignore Range
+    (HTTP 200, whole file); paths in ``encoded`` carry ``Content-Encoding:
+    gzip`` as object metadata (the body is the stored bytes, as S3 sends them).
+    ``drop_every = n`` resets every n-th GET of any path after a few bytes.
+    ``etag_style = "multipart"`` gives S3 multipart-upload ETags
+    (``"<hex>-<parts>"``, not an MD5 of the file) instead of MD5 ones.
 
     Attributes
     ----------
@@ -252,14 +258,22 @@ class NSDServer:
         Body bytes sent, over all requests.
     requests : list of (str, str, str or None)
         (method, path, Range header) of every request.
+    headers : list of dict
+        The request headers of every request, in the same order.
     """
 
     def __init__(self, root):
         self.root = Path(root)
         self.faults = {}
         self.missing = set()
+        self.no_ranges = set()
+        self.encoded = set()
+        self.drop_every = 0
+        self.etag_style = "md5"
         self.bytes_sent = 0
         self.requests = []
+        self.headers = []
+        self._n_get = 0
         self._lock = threading.Lock()
         self._etags = {}
         server = self
@@ -285,7 +299,14 @@ class NSDServer:
                 rng = self.headers.get("Range")
                 with server._lock:
                     server.requests.append((self.command, rel, rng))
+                    server.headers.append(dict(self.headers.items()))
                     fault = server.faults.get(rel, []).pop(0) if server.faults.get(rel) else None
+                    if not head:
+                        server._n_get += 1
+                        if fault is None and server.drop_every and server._n_get % server.drop_every == 0:
+                            fault = "drop:3"
+                if rel in server.no_ranges:
+                    rng = None
                 if rel in server.missing or not path.is_file():
                     return self._status(404)
                 if fault == "500":
@@ -293,6 +314,10 @@ class NSDServer:
                 size = path.stat().st_size
                 etag = server._etag(path)
                 start, end, status = 0, size, 200
+                modified = formatdate(path.stat().st_mtime, usegmt=True)
+                if_range = self.headers.get("If-Range")
+                if rng and if_range and if_range not in (f'"{etag}"', modified):
+                    rng = None  # the client's copy is of another version: send the whole file
                 if rng and not head:
                     a, _, b = rng.removeprefix("bytes=").partition("-")
                     start = int(a)
@@ -312,7 +337,10 @@ class NSDServer:
                 self.send_response(status)
                 self.send_header("Content-Length", str(end - start))
                 self.send_header("ETag", f'"{etag}"')
+                self.send_header("Last-Modified", modified)
                 self.send_header("Accept-Ranges", "bytes")
+                if rel in server.encoded:
+                    self.send_header("Content-Encoding", "gzip")
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
                 self.end_headers()
@@ -355,6 +383,8 @@ class NSDServer:
                     for block in iter(lambda: fh.read(1 << 20), b""):
                         h.update(block)
                 self._etags[key] = h.hexdigest()
+            if self.etag_style == "multipart":  # S3: MD5 of the parts' MD5s, then "-<parts>"
+                return hashlib.md5(bytes.fromhex(self._etags[key])).hexdigest() + "-2"
             return self._etags[key]
 
     def __enter__(self):
