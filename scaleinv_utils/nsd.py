@@ -56,8 +56,10 @@ __all__ = [
     "NSD_BASE_URL", "BASE_URL_ENV", "AGREE_ENV", "COCO_CAPTIONS_SOURCES", "NSD_TERMS",
     "SUBJECT_SESSIONS", "ROIS", "NSDSpec", "TermsNotAccepted", "nsd_file", "check_terms",
     "trials_from_expdesign", "trials_from_responses", "select_trials", "read_volume_betas",
-    "read_surface_betas", "read_images", "NETWORKS", "NETWORK_AREAS", "ATLASES",
-    "network_labels", "atlases_of", "load_coco_captions", "download", "prepare",
+    "read_surface_betas", "read_images", "surface_read_bytes", "NETWORKS", "NETWORK_AREAS",
+    "ATLASES",
+    "network_labels", "atlases_of", "native_to_fsaverage", "FSAVERAGE_ATLASES",
+    "NATIVE_SURFACE_ROIS", "load_coco_captions", "download", "prepare",
     "verify", "info",
 ]
 
@@ -76,6 +78,13 @@ SUBJECT_SESSIONS = {1: 40, 2: 40, 3: 32, 4: 30, 5: 40, 6: 32, 7: 40, 8: 30}
 ROIS = ("nsdgeneral", "streams", "prf-visualrois", "prf-eccrois", "floc-faces", "floc-bodies",
         "floc-places", "floc-words", "Kastner2015", "HCP_MMP1", "cortex")
 SPACES = ("func1pt8mm", "fsaverage", "fsaverage5")
+#: What NSD publishes on fsaverage itself (``nsddata/freesurfer/fsaverage/label/``): its atlases.
+FSAVERAGE_ATLASES = ("Kastner2015", "HCP_MMP1", "nsdgeneral", "streams", "visualsulc",
+                     "corticalsulc", "gVTC", "hVTC", "gEVC", "fVTC")
+#: Hand-drawn ROIs: on fsaverage they exist only on each subject's native surface
+#: (``nsddata/freesurfer/subjAA/label/``), mapped through white-to-fsaverage.
+NATIVE_SURFACE_ROIS = ("prf-visualrois", "prf-eccrois", "floc-faces", "floc-bodies",
+                       "floc-places", "floc-words")
 #: Two byte ranges closer than this are fetched in one request: a few voxels' chunks
 #: (1.5 kB each in NSD) cost less than another round trip.
 MAX_GAP = 4096
@@ -140,7 +149,11 @@ def nsd_file(kind, subject=None, space="func1pt8mm", session=None, hemi=None, ro
 
     Parameters
     ----------
-    kind : {"stim_info", "expdesign", "stimuli", "responses", "betas", "ncsnr", "roi", "ctab", "brainmask"}
+    kind : {"stim_info", "expdesign", "stimuli", "responses", "betas", "ncsnr", "roi", "ctab", "brainmask", "transform"}
+        On the surface, ``"roi"`` is the atlas on fsaverage for the atlases NSD
+        publishes there (FSAVERAGE_ATLASES) and the subject's native-surface
+        label file for the hand-drawn ROIs (NATIVE_SURFACE_ROIS), which
+        ``"transform"`` (``{hemi}.white-to-fsaverage.mgz``) maps to fsaverage.
     subject : int, 1..8
     space : {"func1pt8mm", "fsaverage"}
     session : int, 1-based
@@ -168,7 +181,7 @@ def nsd_file(kind, subject=None, space="func1pt8mm", session=None, hemi=None, ro
     if s is None:
         raise ValueError(f"nsd_file({kind!r}) needs subject=1..8.")
     surf = space == "fsaverage"
-    if surf and kind in ("betas", "ncsnr", "roi") and hemi not in ("lh", "rh"):
+    if (surf and kind in ("betas", "ncsnr", "roi") or kind == "transform") and hemi not in ("lh", "rh"):
         raise ValueError(f"nsd_file({kind!r}, space='fsaverage') needs hemi='lh' or 'rh', got {hemi!r}.")
     betas_dir = f"nsddata_betas/ppdata/{s}/{space}/{beta_version}"
     if kind == "responses":
@@ -182,12 +195,15 @@ def nsd_file(kind, subject=None, space="func1pt8mm", session=None, hemi=None, ro
                 else f"{betas_dir}/betas_session{int(session):02d}.hdf5")
     if kind == "ncsnr":
         return f"{betas_dir}/{hemi}.ncsnr.mgh" if surf else f"{betas_dir}/ncsnr.nii.gz"
+    if kind == "transform":
+        return f"nsddata/ppdata/{s}/transforms/{hemi}.white-to-fsaverage.mgz"
+    on_fsaverage = surf and roi not in NATIVE_SURFACE_ROIS
     if kind == "roi":
-        return (f"nsddata/freesurfer/fsaverage/label/{hemi}.{roi}.mgz" if surf
-                else f"nsddata/ppdata/{s}/func1pt8mm/roi/{roi}.nii.gz")
+        if not surf:
+            return f"nsddata/ppdata/{s}/func1pt8mm/roi/{roi}.nii.gz"
+        return f"nsddata/freesurfer/{'fsaverage' if on_fsaverage else s}/label/{hemi}.{roi}.mgz"
     if kind == "ctab":
-        return (f"nsddata/freesurfer/fsaverage/label/{roi}.mgz.ctab" if surf
-                else f"nsddata/freesurfer/{s}/label/{roi}.mgz.ctab")
+        return f"nsddata/freesurfer/{'fsaverage' if on_fsaverage else s}/label/{roi}.mgz.ctab"
     raise ValueError(f"Unknown NSD file kind {kind!r}.")
 
 
@@ -541,8 +557,14 @@ def _read_chunks(client, url, d, chunk_starts, max_gap=MAX_GAP):
         else:
             i = d.id.get_chunk_info_by_coord(c)
             infos.append((i.byte_offset, i.size, i.filter_mask))
-    blobs = client.read_ranges(url, [(o, n) for o, n, _ in infos], max_gap=max_gap)
-    return {c: decode(b, m) for c, b, (_, _, m) in zip(starts, blobs, infos)}
+    # a chunk never written has no bytes in the file (byte_offset None): it holds the fill value
+    present = [k for k, (o, _, _) in enumerate(infos) if o is not None]
+    blobs = client.read_ranges(url, [infos[k][:2] for k in present], max_gap=max_gap)
+    out = {starts[k]: decode(b, infos[k][2]) for k, b in zip(present, blobs)}
+    fill = d.fillvalue if d.fillvalue is not None else 0
+    for k in set(range(len(starts))) - set(present):
+        out[starts[k]] = np.full(d.chunks, fill, dtype=d.dtype)
+    return out
 
 
 def _volume_order(h5_shape, vol_shape):
@@ -649,6 +671,40 @@ def read_surface_betas(client, url, vertices, max_gap=MAX_GAP):
     return out
 
 
+def surface_read_bytes(vertices, n_sessions, trials_per_session=TRIALS_PER_SESSION,
+                       n_vertices=N_FSAVERAGE, max_gap=MAX_GAP):
+    """Bytes :func:`read_surface_betas` fetches for some vertices over some sessions.
+
+    Each trial's read spans the ROI's lowest to highest vertex; trials whose
+    spans are closer than ``max_gap`` merge into one request (then the gap is
+    read too).
+
+    Parameters
+    ----------
+    vertices : dict of str to array-like
+        Per hemisphere, the vertex indices read.
+    n_sessions : int
+    trials_per_session : int
+    n_vertices : int
+        Vertices per hemisphere in the file (fsaverage: 163,842).
+    max_gap : int
+
+    Returns
+    -------
+    n_bytes : int
+    """
+    total = 0
+    for v in vertices.values():
+        v = np.asarray(v)
+        if not v.size:
+            continue
+        span = (int(v.max()) - int(v.min()) + 1) * 4
+        gap = n_vertices * 4 - span
+        per_trial = span + (gap if gap <= max_gap else 0)
+        total += per_trial * trials_per_session * n_sessions
+    return int(total)
+
+
 def read_images(client, url, nsd_ids, dataset="imgBrick", max_gap=MAX_GAP):
     """Images of nsd_stimuli.hdf5, fetching only their chunks.
 
@@ -669,12 +725,26 @@ def read_images(client, url, nsd_ids, dataset="imgBrick", max_gap=MAX_GAP):
     nsd_ids = np.asarray(nsd_ids, dtype=np.int64)
     with RangeFile(url, client, block_size=1024) as rf, h5py.File(rf, "r") as f:
         d = f[dataset]
-        shape, c0 = d.shape, (d.chunks or (1,))[0]
-        keys = sorted({(int(i // c0 * c0), 0, 0, 0) for i in nsd_ids})
+        shape = d.shape
+        if d.dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3:
+            raise ValueError(f"{url}: {dataset!r} has shape {shape} and dtype {d.dtype}; "
+                             "expected (n_images, height, width, 3) uint8 as NSD's imgBrick.")
+        if nsd_ids.size and (nsd_ids.min() < 0 or nsd_ids.max() >= shape[0]):
+            raise ValueError(f"nsd_ids must lie in [0, {shape[0]}).")
+        chunks = d.chunks or (1,) + tuple(shape[1:])
+        # NSD's imgBrick is one chunk per image; any other chunk shape is read chunk by chunk
+        # and the image assembled from the chunks that cover it
+        grid = [range(0, n, c) for n, c in zip(shape[1:], chunks[1:])]
+        inner = [(a, b, c) for a in grid[0] for b in grid[1] for c in grid[2]]
+        keys = sorted({(int(i // chunks[0] * chunks[0]),) + t for i in nsd_ids for t in inner})
         got = _read_chunks(client, url, d, keys, max_gap=max_gap)
     out = np.empty((len(nsd_ids),) + tuple(shape[1:]), dtype=np.uint8)
     for n, i in enumerate(nsd_ids):
-        out[n] = got[(int(i // c0 * c0), 0, 0, 0)][i % c0]
+        c0 = int(i // chunks[0] * chunks[0])
+        for a, b, c in inner:
+            block = got[(c0, a, b, c)][int(i) - c0]
+            h, w, z = (min(ch, sz - st) for ch, sz, st in zip(chunks[1:], shape[1:], (a, b, c)))
+            out[n, a:a + h, b:b + w, c:c + z] = block[:h, :w, :z]
     return out
 
 
@@ -775,8 +845,45 @@ def _read_ctab(path):
 
 def _load_labels(path):
     import nibabel as nib
-    img = nib.load(str(path))
-    return np.asarray(img.dataobj), img.affine
+    try:
+        img = nib.load(str(path))
+        return np.asarray(img.dataobj), img.affine
+    except Exception as exc:  # gzip, header or size errors all mean one thing: a damaged file
+        raise ValueError(f"cached file {path} cannot be read ({type(exc).__name__}: {exc}); "
+                         "run `scaleinv-data verify --repair` to fetch it again.") from exc
+
+
+def native_to_fsaverage(values, transform, what="labels"):
+    """Map per-vertex values of a subject's native surface to fsaverage.
+
+    NSD's ``{hemi}.white-to-fsaverage.mgz`` holds, for each of fsaverage's
+    163,842 vertices, the 1-based index of the nearest native vertex
+    (nsdcode's transform_data.py: ``fsavg = native[idx - 1]``).
+
+    Parameters
+    ----------
+    values : array-like of shape (n_native,)
+    transform : array-like of shape (n_fsaverage,) (any trailing singleton axes)
+        1-based native vertex indices.
+    what : str
+        Named in errors.
+
+    Returns
+    -------
+    mapped : ndarray of shape (n_fsaverage,)
+
+    Raises
+    ------
+    ValueError
+        If an index lies outside 1..n_native (a transform of another subject or surface).
+    """
+    values = np.asarray(values).reshape(-1)
+    idx = np.rint(np.asarray(transform, dtype=np.float64).reshape(-1)).astype(np.int64)
+    if idx.size and (idx.min() < 1 or idx.max() > len(values)):
+        raise ValueError(f"{what}: the white-to-fsaverage transform points at native vertices "
+                         f"{idx.min()}..{idx.max()} (1-based), the native surface has "
+                         f"{len(values)}; the transform is not of this subject's surface.")
+    return values[idx - 1]
 
 
 # ---------------------------------------------------------------------------
@@ -927,18 +1034,21 @@ def _plan(spec):
     files = [nsd_file("stim_info"), nsd_file("expdesign")]
     space = spec.space
     hemis = ("lh", "rh") if space != "func1pt8mm" else (None,)
+    labels = {spec.roi, "prf-visualrois", *atlases_of(spec)} - {"cortex"}
+    if spec.roi == "cortex" and space == "func1pt8mm":
+        labels.add("nsdgeneral")  # its values >= 0 mark cortex
     for s in spec.subjects:
         if spec.trials == "responses":
             files.append(nsd_file("responses", s))
         for h in hemis:
             if spec.ncsnr == "nsd":
                 files.append(nsd_file("ncsnr", s, space, hemi=h))
-            for r in sorted({spec.roi, "prf-visualrois", *atlases_of(spec)} - {"cortex"}):
+            for r in sorted(labels):
                 files.append(nsd_file("roi", s, space, hemi=h, roi=r))
-        for r in sorted({spec.roi, "prf-visualrois", *atlases_of(spec)} - {"cortex", "nsdgeneral"}):
+            if h is not None and labels & set(NATIVE_SURFACE_ROIS):
+                files.append(nsd_file("transform", s, hemi=h))
+        for r in sorted(labels - {"nsdgeneral"}):
             files.append(nsd_file("ctab", s, space, roi=r))
-        if spec.roi == "cortex" and space == "func1pt8mm":
-            files.append(nsd_file("brainmask", s))
     return list(dict.fromkeys(files))
 
 
@@ -993,10 +1103,24 @@ def _roi_voxels(spec, subject, paths):
     space = spec.space
     volume = space == "func1pt8mm"
 
+    transforms = {}
+
     def lab(name, hemi=None):
         data, aff = _load_labels(paths[nsd_file("roi", subject, space, hemi=hemi, roi=name)])
         data = np.asarray(data)
-        return (data.reshape(data.shape[:3]) if volume else data.reshape(-1)), aff
+        if volume:
+            return data.reshape(data.shape[:3]), aff
+        data = data.reshape(-1)
+        if name in NATIVE_SURFACE_ROIS:  # the subject's native surface -> fsaverage
+            if hemi not in transforms:
+                transforms[hemi] = _load_labels(paths[nsd_file("transform", subject, hemi=hemi)])[0]
+            what = nsd_file("roi", subject, space, hemi=hemi, roi=name)
+            data = native_to_fsaverage(data, transforms[hemi], what=what)
+            need = N_FSAVERAGE if space == "fsaverage" else N_FSAVERAGE5
+            if len(data) < need or (space == "fsaverage" and len(data) != need):
+                raise ValueError(f"{nsd_file('transform', subject, hemi=hemi)} maps {len(data)} "
+                                 f"vertices; fsaverage has {N_FSAVERAGE} per hemisphere.")
+        return data, aff
 
     def names(name):
         if name == "nsdgeneral":
@@ -1020,8 +1144,10 @@ def _roi_voxels(spec, subject, paths):
 
     if volume:
         if spec.roi == "cortex":
-            mask_img, aff = _load_labels(paths[nsd_file("brainmask", subject)])
-            mask = np.asarray(mask_img).reshape(np.asarray(mask_img).shape[:3]) > 0
+            # NSD's ROI volumes mark cortex with values >= 0 (-1: not cortex); its brainmask is
+            # deliberately liberal (white matter, CSF)
+            general, aff = lab("nsdgeneral")
+            mask = general >= 0
             roi_vol = None
         else:
             roi_vol, aff = lab(spec.roi)
@@ -1068,10 +1194,14 @@ def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
             overwrite=False, captions=None, client=None, progress=True, max_gap=None):
     """Build a real NSD subset end to end and write it in the subset format.
 
-    Re-running with a complete subset in place is a no-op. Voxels with a NaN
-    beta in any selected trial (on fsaverage, the medial wall has no data) are
-    left out with a warning; the count per subject is in the manifest under
-    ``manifest["nsd"]["voxels_dropped_for_nan"]``.
+    Re-running with a complete subset in place is a no-op. Voxels without data
+    in any selected trial are left out with a warning: a NaN beta (on
+    fsaverage, the medial wall) or, as NSD treats them, all of a session's
+    betas exactly 0 (voxels at the edge of the imaged volume). The counts per
+    subject are in the manifest under ``manifest["nsd"]["voxels_dropped_for_nan"]``
+    and ``["voxels_dropped_all_zero"]``. The full fsaverage surface reads most
+    of every 491 MB beta file (about 39 GB per subject for 40 sessions): a
+    warning says how much, and ``space="fsaverage5"`` reads far less.
 
     Parameters
     ----------
@@ -1137,11 +1267,22 @@ def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
     ids = np.unique(np.concatenate(all_ids))
     row_of = {int(i): r for r, i in enumerate(ids)}
 
-    subjects, bytes_by, dropped = {}, {}, {}
+    subjects, bytes_by, dropped, dropped_zero = {}, {}, {}, {}
     for s, (nsd_id, session, keep, train_ids, test_ids) in per_subject.items():
         sel, vox, affine, vol_shape = _roi_voxels(spec, s, paths)
+        if spec.space == "fsaverage":
+            n_sess = len(np.unique(session[keep]))
+            est = surface_read_bytes(sel, n_sess, spec.trials_per_session, max_gap=max_gap)
+            est5 = surface_read_bytes({h: v[v < N_FSAVERAGE5] for h, v in sel.items()}, n_sess,
+                                      spec.trials_per_session, max_gap=max_gap)
+            warnings.warn(f"subj{s:02d}: the full fsaverage surface reads about {est / 1e9:.1f} GB "
+                          f"of betas ({n_sess} sessions; each hemisphere's file per session holds "
+                          f"{N_FSAVERAGE * 4 * spec.trials_per_session / 1e6:.0f} MB and the ROI "
+                          "spreads over most of it). space='fsaverage5' (--space fsaverage5) "
+                          f"reads about {est5 / 1e9:.2f} GB.", stacklevel=2)
         before = client.bytes_received
         blocks, sess_of, img_of = [], [], []
+        zero_any = np.zeros(len(vox), dtype=bool)
         for sess in tqdm(np.unique(session[keep]), desc=f"subj{s:02d} betas", disable=not progress):
             rows = np.flatnonzero(session == sess)
             if spec.space == "func1pt8mm":
@@ -1157,6 +1298,11 @@ def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
             # z-score over all of the session's trials, as NSD does, then keep the selected ones;
             # voxels with NaN betas stay NaN here and are dropped below
             B = B[:len(rows)]
+            # NSD: a voxel whose betas of a session are all exactly 0 has no data there (the
+            # edge of the imaged volume): missing, like a NaN
+            zero = (B == 0).all(axis=0) & np.isfinite(B).all(axis=0)
+            zero_any |= zero
+            B[:, zero] = np.nan
             finite = np.isfinite(B).all(axis=0)
             Z = np.full(B.shape, np.nan, dtype=np.float32)
             Z[:, finite] = zscore_per_session(B[:, finite], np.zeros(len(rows)))
@@ -1168,13 +1314,17 @@ def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
         trial_betas = np.concatenate(blocks)
         trial_ids = np.concatenate(img_of)
         # A voxel without data in some selected trial (NaN: e.g. fsaverage's medial wall, or a
-        # vertex that lost a session) has no response to model: drop it, and say so.
+        # vertex that lost a session; all-zero betas in a session: a volume edge voxel) has no
+        # response to model: drop it, and say so.
         usable = np.isfinite(trial_betas).all(axis=0)
-        dropped[f"subj{s:02d}"] = int((~usable).sum())
+        n_zero = int((~usable & zero_any).sum())
+        dropped[f"subj{s:02d}"] = int((~usable).sum()) - n_zero
+        dropped_zero[f"subj{s:02d}"] = n_zero
         if not usable.all():
-            warnings.warn(f"subj{s:02d}: {dropped[f'subj{s:02d}']} of {usable.size} voxels have "
-                          "NaN betas in selected trials (on fsaverage, the medial wall) and are "
-                          "left out of the subset.", stacklevel=2)
+            warnings.warn(f"subj{s:02d}: {int((~usable).sum())} of {usable.size} voxels have no data "
+                          f"in selected trials ({dropped[f'subj{s:02d}']} with NaN betas, e.g. "
+                          f"fsaverage's medial wall; {n_zero} with all betas of a session exactly 0, "
+                          "NSD's edge voxels) and are left out of the subset.", stacklevel=2)
             trial_betas = trial_betas[:, usable]
             vox = VoxelInfo(**{f: getattr(vox, f)[usable] for f in
                                ("roi", "network", "vertex", "hemi", "ijk")})
@@ -1215,7 +1365,8 @@ def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
     extra = {"nsd": {"base_url": base, "spec": asdict(spec), "beta_version": BETA_VERSION,
                      "files": sorted(paths), "bytes_fetched": client.bytes_received,
                      "bytes_by_part": bytes_by, "n_requests": client.n_requests,
-                     "voxels_dropped_for_nan": dropped}}
+                     "voxels_dropped_for_nan": dropped,
+                     "voxels_dropped_all_zero": dropped_zero}}
     desc = (f"NSD {', '.join(subjects)}, {spec.roi} in {spec.space}: single-trial betas z-scored per "
             "session, repeats averaged, shared1000 = test. Images are NSD's 425 px crops "
             "(crop_box: the crop of the COCO original).")
