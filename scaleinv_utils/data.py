@@ -50,7 +50,7 @@ from .reliability import noise_ceiling
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "SPACES", "Subset", "SubjectData", "StimulusSet",
-    "VoxelInfo", "load_subset", "write_subset", "verify_subset", "SubsetError",
+    "VoxelInfo", "load_subset", "write_subset", "verify_subset", "SubsetError", "array_digests",
 ]
 
 FORMAT_NAME = "scaleinv-subset"
@@ -302,6 +302,46 @@ def _sha256(path, chunk=1 << 20):
     return h.hexdigest()
 
 
+def array_digests(path):
+    """SHA-256 of every array of a subset file, over its values (not the HDF5 layout).
+
+    Two subsets with equal digests hold bit-identical arrays even when HDF5
+    laid the bytes out differently.
+
+    Parameters
+    ----------
+    path : str or Path
+        One ``.h5`` file of a subset.
+
+    Returns
+    -------
+    digests : dict of str to str
+        ``"<file>:<dataset path>"`` -> hex digest of dtype, shape and C-order bytes.
+    """
+    import h5py
+
+    path = Path(path)
+    out = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            val = obj[()]
+            h = hashlib.sha256()
+            if obj.dtype.kind in "OS":  # strings: their UTF-8 text
+                h.update(b"str" + repr(np.shape(val)).encode())
+                for x in np.ravel(val):
+                    h.update((x if isinstance(x, bytes) else str(x).encode()) + b"\0")
+            else:
+                val = np.ascontiguousarray(val)
+                h.update(f"{val.dtype.str}{val.shape}".encode())
+                h.update(val.tobytes())
+            out[f"{path.name}:{name}"] = h.hexdigest()
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return out
+
+
 def _str_array(values):
     import h5py
     return np.asarray(values, dtype=object), h5py.string_dtype("utf-8")
@@ -388,10 +428,14 @@ def write_subset(path, *, stimuli, subjects, source, space, roi, name=None,
             _write_subject(tmp / f"{subject}.h5", subject, space, d, n_images)
         files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
                  for p in sorted(tmp.glob("*.h5"))}
+        arrays = {}
+        for p in sorted(tmp.glob("*.h5")):
+            arrays.update(array_digests(p))
         manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "name": name or path.name,
                     "source": source, "space": space, "roi": roi,
                     "subjects": sorted(subjects), "n_images": n_images,
-                    "description": description, "files": files, **(extra or {})}
+                    "description": description, "files": files, "arrays": arrays,
+                    **(extra or {})}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=_json_default))
         umask = os.umask(0)
         os.umask(umask)
@@ -536,7 +580,8 @@ def verify_subset(path, checksum=True):
             raise SubsetError(f"{fpath} has {size} bytes, the manifest says {info['size']}: "
                               "the file is truncated or altered; rebuild the subset.")
         if checksum and _sha256(fpath) != info["sha256"]:
-            raise SubsetError(f"{fpath} does not match its SHA-256 in the manifest: corrupt file.")
+            raise SubsetError(f"{fpath} does not match its SHA-256 in the manifest: corrupt file; "
+                              "rebuild the subset (NSD: `scaleinv-data verify --repair`).")
     return manifest
 
 
@@ -574,7 +619,7 @@ def _read_subject(path, subject):
         raise SubsetError(f"Cannot read {path}: {exc}. The file is corrupt or incomplete.") from exc
 
 
-def load_subset(name_or_path="demo", *, verify=False, **demo_kwargs):
+def load_subset(name_or_path="demo", *, verify=True, **demo_kwargs):
     """Load a subset: the demo world by name, or any subset directory by path.
 
     This is the one line a chapter changes to switch data::
@@ -589,7 +634,9 @@ def load_subset(name_or_path="demo", *, verify=False, **demo_kwargs):
         under ``data_dir("subsets")``; any other value is a subset directory or
         the name of one inside ``data_dir("subsets")``.
     verify : bool
-        Check SHA-256 checksums of every file (sizes are always checked).
+        Check the SHA-256 of every file against the manifest (default; sizes
+        are always checked). Reading a subset's files once more costs little
+        next to loading them (see the NSD chapter); ``verify=False`` skips it.
     **demo_kwargs
         Parameters of :func:`scaleinv_utils.demo.make_demo_world` (seed, sizes).
 

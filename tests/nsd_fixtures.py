@@ -123,6 +123,9 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
     (root / "coco").mkdir(exist_ok=True)
     (root / "coco/captions_train2017.json").write_text(json.dumps(
         {"images": [{"id": int(c)} for c in coco], "annotations": anns}))
+    import zipfile  # COCO's annotations zip, where a mirror of the bucket keeps it
+    with zipfile.ZipFile(root / "coco/annotations_trainval2017.zip", "w") as z:
+        z.write(root / "coco/captions_train2017.json", "annotations/captions_train2017.json")
     truth["captions"] = captions
 
     # experimental design: 8 subjects' image lists, the first n_shared being the shared images

@@ -79,9 +79,31 @@ def test_altered_file_detected_by_checksum(tmp_path):
     data = bytearray((path / "stimuli.h5").read_bytes())
     data[-10] ^= 0xFF
     (path / "stimuli.h5").write_bytes(bytes(data))
-    load_subset(path)  # same size: only the checksum can tell
-    with pytest.raises(SubsetError, match="SHA-256"):
-        load_subset(path, verify=True)
+    # same size: only the checksum can tell, and load_subset checks it by default
+    with pytest.raises(SubsetError, match="SHA-256.*--repair"):
+        load_subset(path)
+    load_subset(path, verify=False)  # the explicit opt-out reads it
+
+
+def test_manifest_records_a_digest_of_every_array(tmp_path):
+    import hashlib
+
+    import h5py
+    path = tiny_subset(tmp_path / "s")
+    arrays = json.loads((path / "manifest.json").read_text())["arrays"]
+    with h5py.File(path / "subj01.h5") as f:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        betas = f["betas"][()]
+    assert {f"subj01.h5:{n}" for n in names} <= set(arrays)
+    assert {"stimuli.h5:images", "stimuli.h5:captions", "subj01.h5:voxels/roi"} <= set(arrays)
+    want = hashlib.sha256(f"{betas.dtype.str}{betas.shape}".encode() + betas.tobytes()).hexdigest()
+    assert arrays["subj01.h5:betas"] == want
+    # the same values give the same digests; one changed value changes only its array's
+    again = json.loads((tiny_subset(tmp_path / "t") / "manifest.json").read_text())["arrays"]
+    assert again == arrays
+    other = json.loads((tiny_subset(tmp_path / "u", seed=1) / "manifest.json").read_text())["arrays"]
+    assert other["subj01.h5:betas"] != arrays["subj01.h5:betas"]
 
 
 def test_wrong_format_version(tmp_path):

@@ -583,3 +583,158 @@ def test_unwritten_chunks_read_as_the_fill_value(tmp_path):
     with NSDServer(tmp_path) as srv:
         got = nsd.read_volume_betas(HTTPClient(progress=False), srv.url + "b.h5", ijk, vol)
     np.testing.assert_allclose(got, b[(slice(None),) + tuple(ijk[:, ::-1].T)] / 300.0, rtol=1e-6)
+
+
+# --- subset identity, kept reads, clear errors, captions, repair, smoke (items 11-15) -----------
+
+def test_reuse_only_on_an_equal_spec(volume_tree, env, capsys):
+    root, _ = volume_tree
+    with NSDServer(root) as srv:
+        base = ["--base-url", srv.url, "--quiet", "--agree-nsd-terms", "--n-train", "4"]
+        a, _ = build(srv, root, sessions=[1, 2], n_train=4)
+        b, _ = build(srv, root, sessions=[1], n_train=4)
+        assert a != b and "sess1-2" in a.name and b.name.endswith("sess1")
+        assert set(load_subset(b).subject(1).trial_session) == {1}
+        n = len(srv.requests)
+        assert build(srv, root, sessions=[1], n_train=4)[0] == b and len(srv.requests) == n
+        # an explicit name already used by another spec: refused, naming what differs
+        with pytest.raises(nsd.SpecMismatch, match=r"sessions: \[1\] there, \[1, 2\] asked"):
+            build(srv, root, sessions=[1, 2], n_train=4, name=b.name)
+        with pytest.raises(nsd.SpecMismatch, match="random_state: 0 there, 3 asked"):
+            build(srv, root, sessions=[1], n_train=4, random_state=3, name=b.name)
+        assert main(["prepare", "--sessions", "1-2", "--name", b.name, "--captions",
+                     srv.url + "coco/captions_train2017.json"] + base) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "sessions" in err and "--force" in err
+    m = load_subset(b).manifest["nsd"]
+    assert m["spec"]["sessions"] == [1] and len(m["spec_hash"]) == 64
+    assert all(len(v["sha256"]) == 64 for v in m["files"].values())
+    assert nsd.NSDSpec(random_state=2, image_size=64, trials="responses").name == \
+        "nsd-subj01-nsdgeneral-train1000-seed2-px64-responses"
+
+
+def test_range_reads_are_kept_until_the_subset_is_written(volume_tree, env):
+    root, _ = volume_tree
+    with NSDServer(root) as srv:
+        srv.missing.add("nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5")
+        with pytest.raises(DownloadError, match="404"):
+            build(srv, root)
+        assert list((env / "nsd" / "kept").rglob("*.npy"))
+        srv.missing.clear()
+        srv.requests.clear()
+        path, _ = build(srv, root)
+        assert not any("betas_session" in r[1] and r[0] == "GET" for r in srv.requests)
+    assert not list((env / "nsd" / "kept").rglob("*.npy"))  # cleared once the subset exists
+    ref = load_subset(path).subject(1)
+    with NSDServer(root) as srv:
+        fresh, _ = build(srv, root, name="fresh")
+    np.testing.assert_array_equal(load_subset(fresh).subject(1).trial_betas, ref.trial_betas)
+
+
+def test_captions_default_to_the_base_url_and_zip_falls_back_to_whole_file(volume_tree, env):
+    root, truth = volume_tree
+    assert nsd.default_caption_sources() == list(nsd.COCO_CAPTIONS_SOURCES)
+    with NSDServer(root) as srv:
+        assert nsd.default_caption_sources(srv.url) == [srv.url + nsd.COCO_MIRROR_PATH]
+        srv.no_ranges.add(nsd.COCO_MIRROR_PATH)  # a host that refuses ranges
+        spec = nsd.NSDSpec(n_train=4, trials_per_session=TPS)
+        path = nsd.prepare(spec, agree_terms=True, base_url=srv.url, progress=False,
+                           client=HTTPClient(progress=False, backoff=0.001))
+        assert any(r[1] == nsd.COCO_MIRROR_PATH and r[2] is not None for r in srv.requests)
+    st = load_subset(path).stimuli
+    for cid, caps in zip(st.coco_id, st.captions):
+        assert caps == truth["captions"][int(cid)][:5]
+    assert load_subset(path).manifest["nsd"]["captions"] == [srv.url + nsd.COCO_MIRROR_PATH]
+
+
+@pytest.mark.parametrize("space", ["func1pt8mm", "fsaverage5"])
+def test_no_networks_fetches_no_network_atlas(tmp_path, env, space):
+    root = tmp_path / "t"
+    make_nsd_tree(root, trials_per_session=12, n_sessions=2, n_subject_images=8, n_shared=3,
+                  n_images=30, surface=space != "func1pt8mm", vol_shape=(6, 7, 5))
+    with NSDServer(root) as srv:
+        build(srv, root, space=space, networks=False, n_train=3, trials_per_session=12)
+        fetched = [r[1] for r in srv.requests]
+    assert not any("Kastner2015" in f or "HCP_MMP1" in f for f in fetched)
+
+
+def test_verify_repair_refetches_files_and_rebuilds_subsets(volume_tree, env, capsys):
+    root, _ = volume_tree
+    with NSDServer(root) as srv:
+        path, _ = build(srv, root)
+        csv = env / "nsd" / nsd.nsd_file("stim_info")
+        good = csv.read_bytes()
+        csv.write_bytes(good[:-3] + b"???")  # same size: only the checksum tells
+        betas = path / "subj01.h5"
+        raw = bytearray(betas.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        betas.write_bytes(bytes(raw))
+        (env / "nsd" / "orphan.nii.gz.part").write_bytes(b"x")  # no validator: discarded
+        assert main(["verify"]) == 1
+        out = capsys.readouterr().out
+        assert "--repair" in out and str(csv) in out and str(path) in out
+        assert main(["verify", "--repair"]) == 0
+        assert "verified" in capsys.readouterr().out
+    assert csv.read_bytes() == good and nsd.verify() == {}
+    load_subset(path)  # hashes verified by default
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_cli_faults_end_in_one_clear_line(volume_tree, env, capsys, tmp_path, monkeypatch):
+    import socket
+    root, _ = volume_tree
+    cap = ["--captions", "x"]
+    # connection refused
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    assert main(["download", "--agree-nsd-terms", "--quiet", "--retries", "0", "--base-url",
+                 f"http://127.0.0.1:{port}/"]) == 1
+    err = _one_line_error(capsys)
+    assert "nothing was kept" in err and "is kept" not in err
+    with NSDServer(root) as srv:
+        base = ["--base-url", srv.url, "--quiet", "--agree-nsd-terms"]
+        # a corrupt CSV (a server without MD5 ETags): refused at download, one line
+        srv.etag_style = "multipart"
+        srv.faults[nsd.nsd_file("stim_info")] = ["corrupt"] * 10
+        assert main(["download"] + base) == 1
+        assert "not a valid CSV file" in _one_line_error(capsys)
+        srv.faults.clear()
+        # a cached ROI damaged after download is fetched again, not a BadGzipFile
+        assert main(["download"] + base) == 0
+        roi = env / "nsd" / nsd.nsd_file("roi", 1, roi="nsdgeneral")
+        roi.write_bytes(b"\0" * roi.stat().st_size)
+        assert main(["download"] + base) == 0
+        nsd._load_labels(roi)
+        # an unexpected exception type is still one line
+        monkeypatch.setattr(nsd, "prepare", lambda *a, **k: (_ for _ in ()).throw(
+            TypeError("boom")))
+        assert main(["prepare"] + base + cap) == 1
+        assert "TypeError: boom" in _one_line_error(capsys)
+    # a damaged cached ROI read directly: a clear error naming the repair
+    roi.write_bytes(b"\0" * 10)
+    with pytest.raises(ValueError, match="verify --repair"):
+        nsd._load_labels(roi)
+
+
+def test_smoke_compares_the_readers_with_h5py(volume_tree, env, capsys, monkeypatch):
+    root, _ = volume_tree
+    with NSDServer(root) as srv:
+        args = ["smoke", "--agree-nsd-terms", "--base-url", srv.url]
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        assert "OK   betas values" in out and "OK   imgBrick values" in out
+        assert "chunks (60, 1, 1, 1)" in out and "Content-Encoding None" in out
+        srv.encoded.add(nsd.nsd_file("stimuli"))  # object metadata says gzip: reported
+        real = nsd.read_volume_betas
+        monkeypatch.setattr(nsd, "read_volume_betas", lambda *a, **k: real(*a, **k) + 1)
+        assert main(args) == 1
+        out = capsys.readouterr().out
+        assert "FAIL betas values" in out and "FAIL stimuli headers" in out
+        assert main(["smoke", "--base-url", srv.url]) == 2  # terms first
