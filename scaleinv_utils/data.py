@@ -28,8 +28,11 @@ stimuli and the responses of some subjects to them::
                       voxels/ijk        int64   (n_voxels, 3) volume indices (-1 for surfaces)
                       attrs: space, subject, affine (volumes)
 
-``write_subset`` writes one; ``load_subset`` reads one, or builds the demo
-world on first use with ``load_subset("demo")``. The NSD tools of
+``write_subset`` writes one; ``read_subset`` reads one;
+:func:`scaleinv_utils.datasets.load_subset` (``su.load_subset``) finds one by
+name or builds the demo world on first use with ``load_subset("demo")``.
+This module imports nothing of :mod:`~scaleinv_utils.demo` (which writes
+through it). The NSD tools of
 :mod:`scaleinv_utils.nsd` write real subsets in exactly this format, so a
 chapter switches from demo to real data by changing the name it loads.
 """
@@ -45,12 +48,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import data_dir
 from .reliability import noise_ceiling
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "SPACES", "Subset", "SubjectData", "StimulusSet",
-    "VoxelInfo", "load_subset", "write_subset", "verify_subset", "SubsetError", "array_digests",
+    "VoxelInfo", "read_subset", "write_subset", "verify_subset", "SubsetError", "array_digests",
 ]
 
 FORMAT_NAME = "scaleinv-subset"
@@ -619,26 +621,14 @@ def _read_subject(path, subject):
         raise SubsetError(f"Cannot read {path}: {exc}. The file is corrupt or incomplete.") from exc
 
 
-def load_subset(name_or_path="demo", *, verify=True, **demo_kwargs):
-    """Load a subset: the demo world by name, or any subset directory by path.
-
-    This is the one line a chapter changes to switch data::
-
-        subset = load_subset("demo")                       # synthetic, offline
-        subset = load_subset("~/.cache/scaleinv/subsets/nsd-subj01-nsdgeneral")  # real NSD
+def read_subset(path, *, verify=True):
+    """Read the subset directory at ``path`` (no name look-up, no demo building).
 
     Parameters
     ----------
-    name_or_path : str or Path
-        ``"demo"`` builds (first time, a few seconds) and caches the demo world
-        under ``data_dir("subsets")``; any other value is a subset directory or
-        the name of one inside ``data_dir("subsets")``.
+    path : str or Path
     verify : bool
-        Check the SHA-256 of every file against the manifest (default; sizes
-        are always checked). Reading a subset's files once more costs little
-        next to loading them (see the NSD chapter); ``verify=False`` skips it.
-    **demo_kwargs
-        Parameters of :func:`scaleinv_utils.demo.make_demo_world` (seed, sizes).
+        Check every file's SHA-256 against the manifest (sizes are always checked).
 
     Returns
     -------
@@ -647,25 +637,9 @@ def load_subset(name_or_path="demo", *, verify=True, **demo_kwargs):
     Raises
     ------
     SubsetError
-        If the subset does not exist, is incomplete, corrupt, or of another
-        format version.
+        If the subset is missing, incomplete, corrupt, or of another format version.
     """
-    if str(name_or_path) == "demo":
-        from .demo import demo_subset_path
-        path = demo_subset_path(**demo_kwargs)
-    else:
-        if demo_kwargs:
-            raise TypeError(f"Generator parameters {sorted(demo_kwargs)} apply only to 'demo'.")
-        path = Path(os.path.expanduser(str(name_or_path)))
-        if not path.exists() and not path.is_absolute() and len(path.parts) == 1:
-            candidate = data_dir("subsets", create=False) / path
-            if candidate.exists():
-                path = candidate
-            else:
-                available = sorted(p.name for p in data_dir("subsets").glob("*")
-                                   if (p / "manifest.json").exists())
-                raise SubsetError(f"Unknown subset {str(name_or_path)!r}: no such directory. "
-                                  f"Available: {['demo'] + available}.")
+    path = Path(path)
     manifest = verify_subset(path, checksum=verify)
     stimuli = _read_stimuli(path / "stimuli.h5")
     return Subset(path, manifest, stimuli)

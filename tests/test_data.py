@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import scaleinv_utils as su
-from scaleinv_utils.data import StimulusSet, SubsetError, VoxelInfo, load_subset, write_subset
+from scaleinv_utils.data import StimulusSet, SubsetError, VoxelInfo, write_subset
+from scaleinv_utils.datasets import load_subset
 
 
 def tiny_subset(path, n_images=6, n_vox=4, seed=0):
@@ -208,3 +209,28 @@ def test_data_dir_expands_user(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("SCALEINV_DATA", "~/cache")
     assert su.data_dir("x") == (tmp_path / "cache" / "x").resolve()
+
+
+def test_data_does_not_import_demo_and_load_subset_lives_in_datasets():
+    import ast
+    import inspect
+
+    import scaleinv_utils.data as data
+    import scaleinv_utils.datasets as datasets
+    tree = ast.parse(inspect.getsource(data))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "demo" not in imported and "datasets" not in imported
+    assert su.load_subset is datasets.load_subset and not hasattr(data, "load_subset")
+
+
+def test_corrupt_demo_world_is_rebuilt(tmp_path):
+    from scaleinv_utils.datasets import demo_subset_path
+    kw = dict(n_subjects=1, n_shared=20, n_train=40)
+    path = demo_subset_path(**kw)
+    f = path / "subj01.h5"
+    raw = bytearray(f.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    f.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="rebuilding"):
+        subset = load_subset("demo", **kw)
+    assert subset.subject(1).betas.shape[0] == 60
