@@ -281,7 +281,7 @@ def _train_and_save(name, out, subset, setup, context, corpus, tokenizer, epochs
 
 
 def _worker(job):
-    from ..data import load_subset
+    from ..datasets import load_subset
     (name, out, lr, epochs, epochs_override, threads) = job
     subset = load_subset("demo")
     setup, context, corpus, tokenizer = _setup(subset, lr, epochs)
@@ -329,7 +329,7 @@ def train_demo_models(out=None, *, models=None, lr=LEARNING_RATE, epochs=None,
     KeyError
         If a name is not a trained member of the zoo.
     """
-    from ..data import load_subset
+    from ..datasets import load_subset
     trainable = zoo.names(trained=True)
     models = list(models or trainable)
     for m in models:
