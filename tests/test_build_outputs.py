@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,3 +139,13 @@ def test_scanner_passes_clean_outputs():
 def test_scanner_finds_each_problem(what, output):
     found = problems([{"cell_type": "code", "outputs": [output]}])
     assert [w for _, w, _ in found] == [what], found
+
+
+def test_a_recorded_number_is_not_echoed_by_a_notebook():
+    from IPython.core.formatters import DisplayFormatter
+
+    from scaleinv_utils.record import Recorded, record
+    value = record("test.value", np.float64(0.36))
+    assert isinstance(value, Recorded) and value == 0.36 and float(value) == 0.36
+    assert DisplayFormatter().format(value) == ({}, {})
+    assert DisplayFormatter().format(0.36)[0]["text/plain"] == "0.36"  # a float would be
