@@ -344,7 +344,7 @@ def download_file(url, dest, *, client=None, sha256=None, size=None, desc=None):
         wrong. The partial file is removed when it cannot be trusted.
     """
     import requests
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     client = client or HTTPClient()
     dest = Path(dest)

@@ -826,7 +826,7 @@ def _train_clip(arch, tokenizer, images, captions, *, steps, batch_size, lr, see
     """Train one tiny CLIP with the symmetric InfoNCE loss on (image, random caption) pairs."""
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     torch.manual_seed(seed)
     model = _build_demo_clip(arch, tokenizer)
@@ -857,7 +857,7 @@ def _train_clip(arch, tokenizer, images, captions, *, steps, batch_size, lr, see
 def _train_vision_only(arch, images, labels, n_classes, *, steps, batch_size, lr, seed, progress):
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     torch.manual_seed(seed)
     model = _VisionOnly.build(arch, n_classes)

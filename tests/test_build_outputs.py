@@ -9,6 +9,7 @@ outputs, so it is known to find each problem."""
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,30 @@ def test_a_recorded_number_is_not_echoed_by_a_notebook():
     assert isinstance(value, Recorded) and value == 0.36 and float(value) == 0.36
     assert DisplayFormatter().format(value) == ({}, {})
     assert DisplayFormatter().format(0.36)[0]["text/plain"] == "0.36"  # a float would be
+
+
+def test_progress_bars_follow_the_environment(monkeypatch, capsys):
+    from scaleinv_utils import _progress
+    monkeypatch.setenv(_progress.PROGRESS_ENV, "0")
+    assert list(_progress.tqdm(range(3), disable=False, file=sys.stderr)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv(_progress.PROGRESS_ENV, "1")
+    list(_progress.tqdm(range(3), disable=False, file=sys.stderr, mininterval=0))
+    assert "3/3" in capsys.readouterr().err
+    list(_progress.tqdm(range(3), disable=True, file=sys.stderr))
+    assert capsys.readouterr().err == ""
+
+
+def test_the_book_build_switches_progress_bars_off(monkeypatch):
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import scaleinv_book
+
+    from scaleinv_utils import _progress
+    monkeypatch.delenv(_progress.PROGRESS_ENV, raising=False)
+
+    class App:
+        def connect(self, *args, **kwargs):
+            pass
+
+    scaleinv_book.setup(App())
+    assert not _progress.progress_enabled()

@@ -3,12 +3,19 @@
 - Exercises are numbered per chapter: "Exercise 2.1" is the first exercise of
   notebooks/02_*.ipynb (sphinx-exercise alone numbers them through the whole book, since the
   book's table of contents is not section-numbered).
+- Progress bars are off in the executed chapters: ``SCALEINV_PROGRESS=0`` is set for the
+  build, and the kernels that execute the chapters inherit it (scaleinv_utils._progress);
+  a reader running a chapter in Jupyter or on Colab still sees them.
+- Figures are drawn at 150 dpi (book/_ext/matplotlibrc, through ``MATPLOTLIBRC``), so that
+  none is a postage stamp on the page.
 - Bibliography labels read "Dupré la Tour et al. 2022" instead of BibTeX's alpha labels
   ("DupreITENEG22"): a pybtex style, "authoryear", registered for sphinxcontrib-bibtex.
 """
 import codecs
+import os
 import re
 from collections import Counter
+from pathlib import Path
 
 import latexcodec  # noqa: F401  (registers the "ulatex" codec)
 from pybtex.plugin import register_plugin
@@ -73,6 +80,8 @@ class AuthorYearStyle(UnsrtStyle):
 
 
 def setup(app):
+    os.environ.setdefault("SCALEINV_PROGRESS", "0")
+    os.environ.setdefault("MATPLOTLIBRC", str(Path(__file__).with_name("matplotlibrc")))
     register_plugin("pybtex.style.labels", "authoryear", AuthorYearLabelStyle)
     register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
     # After Sphinx's own numbering (TocTreeCollector, priority 500).
