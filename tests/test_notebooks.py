@@ -103,3 +103,9 @@ def test_set_repository_rewrites_every_install_line():
     new, n = set_repository.rewrite(text, "git+https://github.com/fork/book@v9.9")
     assert n == 1 and "git+https://github.com/fork/book@v9.9\"]" in new and "old/name" not in new
     assert set_repository.main(["--check"]) == 0, "run `python book/set_repository.py`"
+
+
+@pytest.mark.parametrize("text_path", TEXTS, ids=lambda p: p.stem)
+def test_one_predict_before_you_run_prompt_per_chapter(text_path):
+    assert text_path.read_text().count(":::{admonition} Predict before you run") == 1, \
+        f"{text_path.name}: one 'Predict before you run' prompt at the chapter's key result"
