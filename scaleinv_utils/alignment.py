@@ -291,7 +291,7 @@ def alignment_table(representations, subj, *, brain_networks=("early visual", "m
         profile, the scale grid and each representation's profile.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     from .similarity import compare_profiles
 

@@ -590,7 +590,7 @@ def get_features(model, stimuli, *, modality="image", layers="final", pooling="c
     KeyError
         For a model name not in the catalogue.
     """
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     if modality not in _MODALITIES:
         raise ValueError(f"modality must be one of {_MODALITIES}, got {modality!r}.")

@@ -1336,7 +1336,7 @@ def prepare(spec, *, agree_terms=False, base_url=None, cache=None, out_dir=None,
         (the message names them); ``overwrite=True`` rebuilds it.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     from .data import StimulusSet, SubsetError, VoxelInfo, verify_subset, write_subset
     from .download import HTTPClient

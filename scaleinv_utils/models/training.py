@@ -157,7 +157,7 @@ def train_one(name, subset, *, setup, corpus, tokenizer, epochs_override=None,
     import math
 
     import torch
-    from tqdm.auto import tqdm
+    from .._progress import tqdm
 
     from .evaluation import demo_quality
     spec = zoo.spec(name)
