@@ -364,9 +364,9 @@ def test_plan_halves_alphas_then_refuses_clearly():
 def test_auto_batches_on_a_small_gpu_give_the_unbatched_fit(fake_cuda, monkeypatch):
     from scaleinv_utils import encoding as enc
 
-    X, Y = _small_problem()
+    X, Y = _small_problem(t=600)  # more voxels than the smallest batch the plan allows (256)
     ref = enc.fit_encoding(X, Y, alphas=ALPHAS5, backend="numpy")
-    budget = enc.ridge_peak_bytes(*X.shape, Y.shape[1], n_alphas=5) // 3
+    budget = int(0.6 * enc.ridge_peak_bytes(*X.shape, Y.shape[1], n_alphas=5))
     monkeypatch.setattr(enc, "_free_device_bytes", lambda device="cuda": int(budget / enc.MEMORY_FRACTION))
     seen = {}
     real_plan = enc.plan_ridge_batches
