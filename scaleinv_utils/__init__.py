@@ -6,6 +6,7 @@ features of models -> analyses (dimension, similarity, encoding, neurons) ->
 figures (:mod:`~scaleinv_utils.plotting`). Heavy libraries are imported on demand,
 so ``import scaleinv_utils`` stays fast (no torch, nilearn or himalaya at import).
 """
+from . import _progress  # noqa: F401  (tqdm.auto imported once, without its IProgress warning)
 from .config import data_dir, get_device
 from .data import write_subset, verify_subset, Subset, SubjectData, SubsetError
 from .datasets import load_subset

@@ -2,6 +2,10 @@
 elsewhere), imported without the "IProgress not found" warning tqdm gives in a notebook
 without ipywidgets, and switched off everywhere by ``SCALEINV_PROGRESS=0`` (the book's build
 sets it: book/_ext/scaleinv_book.py), whatever a call's ``progress`` argument says.
+
+Importing this module (``import scaleinv_utils`` does) imports tqdm.auto once with that
+warning silenced; libraries the package loads later (huggingface_hub, under open_clip and
+transformers) then reuse the imported module and print nothing either.
 """
 from __future__ import annotations
 
@@ -18,6 +22,17 @@ def progress_enabled():
     return os.environ.get(PROGRESS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def _import_auto_tqdm():
+    from tqdm.std import TqdmWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmWarning)  # IProgress not found (no ipywidgets)
+        from tqdm.auto import tqdm as auto_tqdm
+    return auto_tqdm
+
+
+_auto_tqdm = _import_auto_tqdm()
+
+
 def tqdm(iterable=None, *, disable=False, **kwargs):
     """``tqdm.auto.tqdm(iterable, disable=..., **kwargs)``, also disabled by
     ``$SCALEINV_PROGRESS=0``.
@@ -30,8 +45,4 @@ def tqdm(iterable=None, *, disable=False, **kwargs):
     **kwargs
         Passed to tqdm (desc, total, unit, ...).
     """
-    from tqdm.std import TqdmWarning
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TqdmWarning)  # IProgress not found (no ipywidgets)
-        from tqdm.auto import tqdm as auto_tqdm
-    return auto_tqdm(iterable, disable=disable or not progress_enabled(), **kwargs)
+    return _auto_tqdm(iterable, disable=disable or not progress_enabled(), **kwargs)

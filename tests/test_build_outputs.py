@@ -177,3 +177,13 @@ def test_the_book_build_switches_progress_bars_off(monkeypatch):
 
     scaleinv_book.setup(App())
     assert not _progress.progress_enabled()
+
+
+def test_importing_the_package_imports_tqdm_auto_quietly():
+    """Later imports of tqdm.auto (huggingface_hub's, under open_clip) reuse this one, so a
+    notebook without ipywidgets shows no "IProgress not found" warning."""
+    import subprocess
+    code = ("import sys, warnings; warnings.simplefilter('error'); import scaleinv_utils; "
+            "assert 'tqdm.auto' in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
