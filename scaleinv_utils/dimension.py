@@ -630,7 +630,7 @@ def _fraction_count(G, row_sums, total, k, fraction):
 def _warn_lpca_cap(values, ks, n_features, name):
     """Warn where local PCA is near its ceiling: k points span at most k - 1 dimensions."""
     cap = np.minimum(np.asarray(ks) - 1, n_features)
-    near = (np.asarray(ks) - 1 < n_features) & (np.asarray(values) > 0.5 * cap)
+    near = (np.asarray(ks) - 1 < n_features) & (np.asarray(values) > 0.6 * cap)
     if np.any(near):
         k = int(np.asarray(ks)[near][0])
         v = float(np.asarray(values)[near][0])
