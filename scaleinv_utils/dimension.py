@@ -21,7 +21,8 @@ Global companions
     :func:`powerlaw_exponent` (Stringer et al. 2019).
 Profiles
     :func:`id_profile` (all estimators, all scales), :func:`gride_scaling`
-    (DADApy's doubling grid) and :func:`dimensional_stability`.
+    (DADApy's doubling grid), :func:`dimensional_stability` and
+    :func:`calibrated_stability` (against Gaussians with the same covariance).
 
 Duplicate rows make neighbour distances zero, and every distance-ratio
 estimator divides by them. Functions given data ``X`` therefore drop
@@ -45,7 +46,8 @@ from .neighbors import NeighborGraph, count_duplicates, nearest_neighbors, scale
 __all__ = [
     "IDEstimate", "IDProfile", "PowerLawFit",
     "gride", "twonn", "mle", "local_pca",
-    "id_profile", "gride_scaling", "dimensional_stability",
+    "id_profile", "gride_scaling", "dimensional_stability", "calibrated_stability",
+    "CalibratedStability",
     "participation_ratio", "eigenspectrum", "powerlaw_exponent",
     "ESTIMATORS", "STABILITY_METHODS",
 ]
@@ -182,6 +184,15 @@ def _check_constant(X, name="X"):
             "is undefined.")
 
 
+def _n_points(X, graph, name="X"):
+    """Number of points, after validating X (dtype, shape, finiteness) before any scale check."""
+    if X is None:
+        if graph is None:
+            raise ValueError("Pass the data X or a precomputed NeighborGraph as graph=.")
+        return graph.n_samples
+    return check_array(X, name, min_samples=3).shape[0]
+
+
 def _dedupe(X, name="X"):
     """Drop exact duplicate rows (first copy kept, order preserved) with a warning."""
     n_dup = count_duplicates(X)
@@ -258,8 +269,8 @@ def _bootstrap_indices(n_points, n_bootstrap, random_state):
 
 
 def _percentiles(samples, confidence):
-    alpha = (1 - confidence) / 2
-    return np.quantile(samples, [alpha, 1 - alpha], axis=0)
+    from .stats import percentile_interval
+    return np.asarray(percentile_interval(samples, confidence, axis=0))
 
 
 # --------------------------------------------------------------------------- Gride / TwoNN
@@ -375,7 +386,7 @@ def gride(X=None, k=1, *, graph=None, n_bootstrap=0, confidence=0.95, random_sta
     ValueError
         If X has NaNs, is constant, or 2k >= n_samples; or ``graph`` has zero distances.
     """
-    n = graph.n_samples if X is None and graph is not None else np.shape(X)[0]
+    n = _n_points(X, graph)
     k = check_scale(k, n, "k")
     X, graph, _ = _prepare(X, 2 * k, graph, device)
     log_mu = _log_ratio(graph.distances, k, 2 * k)
@@ -418,7 +429,7 @@ def twonn(X=None, k=1, *, graph=None, n_bootstrap=0, confidence=0.95, random_sta
     ValueError
         As in :func:`gride`.
     """
-    n = graph.n_samples if X is None and graph is not None else np.shape(X)[0]
+    n = _n_points(X, graph)
     k = check_scale(k, n - 1, "k")
     X, graph, _ = _prepare(X, k + 1, graph, device)
     log_mu = _log_ratio(graph.distances, k, k + 1)
@@ -450,7 +461,7 @@ def gride_scaling(X=None, range_max=64, *, graph=None, device=None):
         Mean of the k-th and 2k-th neighbour distances over points: DADApy's
         default scale axis ``rs_scaling``.
     """
-    n = graph.n_samples if X is None and graph is not None else np.shape(X)[0]
+    n = _n_points(X, graph)
     range_max = check_scale(min(int(range_max), n - 1), n, "range_max", minimum=2)
     ks = 2 ** np.arange(int(np.log2(range_max)))
     X, graph, _ = _prepare(X, int(2 * ks[-1]), graph, device)
@@ -529,7 +540,7 @@ def mle(X=None, k=10, *, graph=None, average="mackay", unbiased=False, n_bootstr
     ValueError
         As in :func:`gride`, or k < 2 (k < 3 when unbiased).
     """
-    n = graph.n_samples if X is None and graph is not None else np.shape(X)[0]
+    n = _n_points(X, graph)
     k = check_scale(k, n, "k", minimum=3 if unbiased else 2)
     X, graph, _ = _prepare(X, k, graph, device)
     pw = _mle_pointwise_all(graph.distances, np.array([k]), unbiased)[:, 0]
@@ -616,6 +627,20 @@ def _fraction_count(G, row_sums, total, k, fraction):
     return np.sum(cum < fraction, axis=1) + 1
 
 
+def _warn_lpca_cap(values, ks, n_features, name):
+    """Warn where local PCA is near its ceiling: k points span at most k - 1 dimensions."""
+    cap = np.minimum(np.asarray(ks) - 1, n_features)
+    near = (np.asarray(ks) - 1 < n_features) & (np.asarray(values) > 0.6 * cap)
+    if np.any(near):
+        k = int(np.asarray(ks)[near][0])
+        v = float(np.asarray(values)[near][0])
+        warnings.warn(
+            f"local PCA at {name}={k} gives {v:.3g}, near its ceiling: k={k} neighbours span at most "
+            f"k - 1 = {k - 1} dimensions (X has {n_features} features), so a higher intrinsic "
+            f"dimension cannot show at this scale; read local PCA only at larger k.",
+            UserWarning, stacklevel=3)
+
+
 def _pick_centers(n_samples, n_centers, random_state):
     if n_centers is None or n_centers >= n_samples:
         return np.arange(n_samples)
@@ -672,7 +697,7 @@ def local_pca(X, k=20, *, fraction=0.9, method="fraction", graph=None, n_centers
         raise ValueError(f"fraction={fraction} must be in (0, 1].")
     if X is None:
         raise ValueError("local_pca needs the data X, not only a neighbour graph.")
-    k = check_scale(k, np.shape(X)[0], "k", minimum=2)
+    k = check_scale(k, _n_points(X, None), "k", minimum=2)
     X, graph, _ = _prepare(X, k, graph, device)
     rng = check_random_state(random_state)
     centers = _pick_centers(X.shape[0], n_centers, rng)
@@ -682,6 +707,7 @@ def local_pca(X, k=20, *, fraction=0.9, method="fraction", graph=None, n_centers
     if n_bootstrap:
         boot = _bootstrap_indices(pw.size, n_bootstrap, rng)
         ci = tuple(float(v) for v in _percentiles(pw[boot].mean(axis=1), confidence))
+    _warn_lpca_cap(np.array([pw.mean()]), np.array([k]), X.shape[1], "k")
     return IDEstimate(float(pw.mean()), k, "lpca" if method == "fraction" else "lpca_pr",
                       pointwise=pw, ci=ci)
 
@@ -775,6 +801,12 @@ def id_profile(X, ks=None, estimators=("gride", "twonn", "mle", "lpca", "lpca_pr
         raise ValueError(f"Unknown estimators {unknown}; choose from {ESTIMATORS}.")
     X = check_array(X, "X", min_samples=3)
     _check_constant(X)
+    n_dup_first = 0
+    if ks is None and graph is None:
+        # The default grid is chosen for the points that will be used: duplicates go first.
+        X, n_dup_first = _dedupe(X)
+        if X.shape[0] < 3:
+            raise ValueError(f"X has only {X.shape[0]} distinct rows; at least 3 are needed.")
     n = X.shape[0]
     if ks is None:
         ks = scale_grid(n, 20, k_min=min(5, n // 4) if n >= 8 else 2,
@@ -787,6 +819,7 @@ def id_profile(X, ks=None, estimators=("gride", "twonn", "mle", "lpca", "lpca_pr
             f"ks up to {ks.max()} need the {need}-th neighbour (Gride uses rank 2k), which must be "
             f"smaller than n_samples={n}; lower the largest scale.")
     X, graph, n_dup = _prepare(X, need, graph, device)
+    n_dup += n_dup_first
     n = X.shape[0]
     rng = check_random_state(random_state)
     dist = graph.distances
@@ -836,6 +869,7 @@ def id_profile(X, ks=None, estimators=("gride", "twonn", "mle", "lpca", "lpca_pr
                 boot_means = np.stack([pw[rng.integers(0, pw.size, (n_bootstrap, pw.size))].mean(axis=1)
                                        for pw in pws], axis=1)
             store(name, [pw.mean() for pw in pws], boot_means)
+            _warn_lpca_cap(ids[name], ks, X.shape[1], "ks")
             stderr[name] = np.array([_standard_error(pw, n) for pw in pws])
 
     # Keep the caller's order of estimators.
@@ -974,6 +1008,113 @@ def dimensional_stability(ids, ks, method="cv"):
         slope = np.polyfit(logk, ids, 1)[0]
         return float(slope if method == "slope" else slope / np.mean(ids))
     raise ValueError(f"method must be one of {STABILITY_METHODS}, got {method!r}.")
+
+
+@dataclass
+class CalibratedStability:
+    """Dimensional stability of a representation against covariance-matched Gaussians.
+
+    Attributes
+    ----------
+    ks : ndarray of shape (n_scales,)
+    ids : ndarray of shape (n_scales,)
+        The representation's ID profile.
+    null_ids : ndarray of shape (n_null, n_scales)
+        The profile of each Gaussian surrogate (same n, same covariance).
+    method, estimator : str
+    raw : float
+        :func:`dimensional_stability` of ``ids``.
+    null : ndarray of shape (n_null,)
+        The same score of each surrogate profile.
+    null_mean, null_sd : float
+    calibrated : float
+        ``raw - null_mean``. For "cv" (lower = more stable): negative when the
+        profile is flatter than a Gaussian with the same eigenspectrum gives,
+        0 on average for Gaussian data of any covariance.
+    z : float
+        ``calibrated / null_sd``.
+    p_value : float
+        (1 + #{null <= raw}) / (1 + n_null) for "cv" and "range" (more stable
+        than the null); two-sided on |slope| for the slopes.
+    """
+
+    ks: np.ndarray
+    ids: np.ndarray
+    null_ids: np.ndarray
+    method: str
+    estimator: str
+    raw: float
+    null: np.ndarray
+    null_mean: float
+    null_sd: float
+    calibrated: float
+    z: float
+    p_value: float
+
+
+def calibrated_stability(X, ks=None, *, estimator="gride", method="cv", n_null=10,
+                         random_state=None, device=None, **profile_kwargs):
+    """Dimensional stability, raw and calibrated against covariance-matched Gaussians.
+
+    An ID profile changes across scales even for Gaussian data: a Gaussian
+    with a decaying eigenspectrum looks high dimensional at small scales (its
+    small directions are resolved) and lower dimensional at large ones. So the
+    raw :func:`dimensional_stability` partly measures the eigenspectrum. This
+    function computes it for X and for ``n_null`` surrogates with X's exact
+    covariance (:func:`scaleinv_utils.stats.gaussian_surrogate`) on the same
+    grid, and reports the difference: what X's geometry adds beyond its
+    spectrum.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    ks : array-like of int of shape (n_scales,) or None
+        Scales; default as :func:`id_profile`.
+    estimator : str
+        One of :data:`ESTIMATORS`.
+    method : str
+        One of :data:`STABILITY_METHODS`.
+    n_null : int
+        Surrogates (at least 1); each costs one ID profile.
+    random_state : int, numpy Generator or None
+        Seeds the profile (local PCA centres) and the surrogates.
+    device : {None, "cpu", "cuda"}
+    **profile_kwargs
+        Passed to :func:`id_profile` (e.g. ``lpca_centers``).
+
+    Returns
+    -------
+    result : CalibratedStability
+
+    Raises
+    ------
+    ValueError
+        As :func:`id_profile` and :func:`dimensional_stability`, or n_null < 1.
+    """
+    from . import stats as _stats
+
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+    if method not in STABILITY_METHODS:
+        raise ValueError(f"method must be one of {STABILITY_METHODS}, got {method!r}.")
+    if int(n_null) < 1:
+        raise ValueError(f"n_null must be at least 1, got {n_null}.")
+    rng = check_random_state(random_state)
+    prof = id_profile(X, ks, estimators=(estimator,), random_state=rng, device=device,
+                      **profile_kwargs)
+    ks = prof.ks
+    ids = prof.ids[estimator]
+    raw = dimensional_stability(ids, ks, method=method)
+    X = check_array(X, "X", min_samples=3)
+    null_ids = np.stack([id_profile(Z, ks, estimators=(estimator,), random_state=rng, device=device,
+                                    **profile_kwargs).ids[estimator]
+                         for Z in _stats.iter_gaussian_surrogates(X, int(n_null), random_state=rng)])
+    null = np.array([dimensional_stability(v, ks, method=method) for v in null_ids])
+    alternative = "less" if method in ("cv", "range") else "two-sided"
+    cal = _stats.calibrate(raw, null, alternative=alternative)
+    return CalibratedStability(ks=ks, ids=ids, null_ids=null_ids, method=method, estimator=estimator,
+                               raw=cal.raw, null=null, null_mean=cal.null_mean, null_sd=cal.null_sd,
+                               calibrated=cal.calibrated, z=cal.z, p_value=cal.p_value)
 
 
 # --------------------------------------------------------------------------- global

@@ -23,6 +23,7 @@ says how alike two profiles are (a model's and the brain's).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -368,8 +369,14 @@ def rbf_cka(X, Y, bandwidth=1.0, unbiased=False):
     Raises
     ------
     ValueError
-        If the stimulus counts differ, inputs contain NaNs, or a bandwidth is
-        not positive.
+        If the stimulus counts differ, inputs contain NaNs, a bandwidth is
+        not positive, or a representation's median distance is 0.
+
+    Warns
+    -----
+    UserWarning
+        If a bandwidth leaves the kernel nearly the identity (kernel weight at
+        the median nearest neighbour below 0.05): CKA then tends to 1 for any data.
 
     Notes
     -----
@@ -383,6 +390,25 @@ def rbf_cka(X, Y, bandwidth=1.0, unbiased=False):
     D2x, D2y = rdm(X, "sqeuclidean"), rdm(Y, "sqeuclidean")
     mx = np.median(np.sqrt(upper_triangle(D2x)))
     my = np.median(np.sqrt(upper_triangle(D2y)))
+    for name, m in (("X", mx), ("Y", my)):
+        if m == 0:
+            raise ValueError(f"{name} has a median distance of 0 between stimuli (it is constant "
+                             f"or mostly repeated rows), so the RBF bandwidth bandwidth x median "
+                             f"distance is 0 and RBF-CKA is undefined.")
+    for name, D2, m in (("X", D2x, mx), ("Y", D2y, my)):
+        # At the nearest neighbour the kernel must keep some weight, or the Gram matrix is
+        # the identity and CKA tends to 1 for any two representations.
+        nn2 = np.min(D2 + np.diag(np.full(D2.shape[0], np.inf)), axis=1)
+        weight = np.median(np.exp(-nn2[None, :] / (2.0 * (bw[:, None] * m) ** 2)), axis=1)
+        if np.any(weight < 0.05):
+            b = float(bw[np.argmax(weight < 0.05)])
+            warnings.warn(
+                f"bandwidth={b:.3g} is too small for {name}: sigma = {b * m:.3g} is below its typical "
+                f"nearest-neighbour distance {np.sqrt(np.median(nn2)):.3g}, so the RBF kernel is "
+                f"nearly the identity and CKA tends to 1 even for unrelated data; use a bandwidth of "
+                f"at least {np.sqrt(np.median(nn2) / (2 * np.log(20))) / m:.2g}.", UserWarning,
+                stacklevel=2)
+            break
     out = _rbf_cka_sq(D2x, D2y, bw * mx, bw * my, unbiased)
     return float(out[0]) if np.ndim(bandwidth) == 0 else out
 
@@ -399,8 +425,19 @@ def _as_graph(X, k_max, name):
         return X
     X = check_array(X, name, min_samples=2)
     check_scale(k_max, X.shape[0], "max(ks)")
+    if np.all(np.ptp(X, axis=0) == 0):
+        raise ValueError(f"{name} is constant (all {X.shape[0]} rows are identical): every stimulus "
+                         f"is at distance 0 from every other, so its nearest neighbours are "
+                         f"undefined (ties broken arbitrarily would give chance-level overlaps).")
     # Overlaps only count shared neighbours: float32 ranking is enough (see nearest_neighbors).
     return nearest_neighbors(X, k_max, exact=False)
+
+
+def _validated_n(X, name):
+    """n_samples of a NeighborGraph, or of X after validating it as a data matrix."""
+    if isinstance(X, NeighborGraph):
+        return X.n_samples
+    return check_array(X, name, min_samples=2).shape[0]
 
 
 def _n_samples(X):
@@ -477,7 +514,9 @@ def knn_overlap(X, Y, ks, kind="fraction", per_sample=False):
     """
     if kind not in ("fraction", "jaccard"):
         raise ValueError(f"kind must be 'fraction' or 'jaccard', got {kind!r}.")
-    n = check_consistent_samples(X=np.empty((_n_samples(X), 0)), Y=np.empty((_n_samples(Y), 0)))
+    # Validate the data (dtype, emptiness) before the scales are checked against its size.
+    n = check_consistent_samples(X=np.empty((_validated_n(X, "X"), 0)),
+                                 Y=np.empty((_validated_n(Y, "Y"), 0)))
     ks_arr, scalar = _check_ks(ks, n)
     gx, gy = _as_graph(X, int(ks_arr.max()), "X"), _as_graph(Y, int(ks_arr.max()), "Y")
     counts = _shared_counts(gx.indices, gy.indices, ks_arr).astype(np.float64)
@@ -748,7 +787,7 @@ def coarse_grain(X, ks, samples=None, graph=None):
 
 @dataclass
 class CrossScaleSimilarity:
-    """How similar one representation's structure is to itself across scales.
+    """Structure of one representation compared across coarse-graining scales.
 
     Attributes
     ----------
@@ -761,15 +800,36 @@ class CrossScaleSimilarity:
         Spearman correlation between the RDMs (over the anchors) of the
         representation coarse-grained at k_a and at k_b.
     score : float
-        The cross-scale similarity score: mean off-diagonal entry of
+        The raw cross-scale similarity score: mean off-diagonal entry of
         neighborhood_similarity.
     rdm_score : float
         Mean off-diagonal entry of rdm_similarity (the global companion).
     chance : float
-        Expected neighbourhood overlap of unrelated structures,
-        probe_k / (n_anchors - 1).
+        The score's chance level: ``null_mean``, what Gaussian data with the
+        same eigenspectrum reach (NaN when ``n_null=0``).
     samples : ndarray of shape (n_anchors,)
         The anchor stimuli used.
+    floor : float
+        probe_k / (n_anchors - 1): the overlap of two *unrelated* neighbourhood
+        graphs. Not a chance level of this score: coarse-graining keeps part
+        of any representation's neighbourhoods, so even isotropic noise scores
+        far above it (0.26-0.67 for 200 points in 10-500 dimensions).
+    null_scores : ndarray of shape (n_null,)
+        The score of each covariance-matched Gaussian surrogate
+        (:func:`scaleinv_utils.stats.gaussian_surrogate`), same anchors and grid.
+    null_mean, null_sd : float
+        Their mean and standard deviation.
+    calibrated : float
+        ``score - null_mean``: cross-scale similarity beyond what the
+        eigenspectrum alone produces. 0 on average for Gaussian data of any
+        covariance; positive for structure that persists across scales
+        (hierarchical clusters, smooth manifolds); negative when coarse
+        graining reshuffles neighbourhoods more than for a Gaussian (e.g. a
+        structure that breaks between fine and coarse scales).
+    z : float
+        ``calibrated / null_sd``.
+    p_value : float
+        One-sided (1 + #{null >= score}) / (1 + n_null).
     """
 
     ks: np.ndarray
@@ -779,11 +839,37 @@ class CrossScaleSimilarity:
     rdm_score: float
     chance: float
     samples: np.ndarray
+    floor: float = np.nan
+    null_scores: np.ndarray = field(default_factory=lambda: np.empty(0))
+    null_mean: float = np.nan
+    null_sd: float = np.nan
+    calibrated: float = np.nan
+    z: float = np.nan
+    p_value: float = np.nan
+
+
+def _neighbourhood_similarity(X, ks_arr, samples, probe_k, include_raw):
+    """The coarse-grained versions of X at the anchors and their shared-neighbour matrix."""
+    Xk = coarse_grain(X, ks_arr, samples=samples)
+    if include_raw:
+        Xk = np.concatenate([X[samples][None], Xk])
+    n_scales = Xk.shape[0]
+    graphs = [nearest_neighbors(Z, probe_k) for Z in Xk]
+    nn_sim = np.eye(n_scales)
+    for a in range(n_scales):
+        for b in range(a + 1, n_scales):
+            nn_sim[a, b] = nn_sim[b, a] = _shared_counts(
+                graphs[a].indices, graphs[b].indices, np.array([probe_k]))[:, 0].mean() / probe_k
+    return Xk, nn_sim
+
+
+def _off_diagonal_mean(M):
+    return float(M[~np.eye(M.shape[0], dtype=bool)].mean())
 
 
 def cross_scale_similarity(X, ks=None, n_anchors=1000, metric="euclidean", probe_k=10,
-                           include_raw=True, random_state=None):
-    """Similarity of a representation's structure with itself across scales.
+                           include_raw=True, random_state=None, n_null=10):
+    """Similarity of a representation's structure with itself across scales, raw and calibrated.
 
     Comparing raw neighbourhoods of one representation at two scales is
     trivial (the k nearest neighbours are always among the k' > k nearest),
@@ -801,17 +887,29 @@ def cross_scale_similarity(X, ks=None, n_anchors=1000, metric="euclidean", probe
     **Cross-scale similarity score** = the mean of the off-diagonal entries
     of neighborhood_similarity, over all pairs of distinct scales of the grid
     (raw representation included). It is 1 when every stimulus keeps the same
-    near neighbours however coarsely the representation is viewed: the
-    fine-scale arrangement is what the coarse scales are made of (a smooth
-    low-dimensional manifold, a self-similar hierarchy). It approaches the
-    chance level probe_k / (n_anchors - 1) when coarse-graining reshuffles
-    the neighbourhoods: fine structure unrelated to coarse structure (high-
-    dimensional noise, clusters with unstructured interiors).
-    The RDM version is reported as ``rdm_score`` but not used as the
-    headline: a whole-RDM correlation is dominated by the largest distances
-    (the global layout), which coarse-graining barely moves, so it is near 1
-    for almost any representation with clusters. Both depend on the grid,
-    probe_k and n_anchors: compare scores only when these are shared.
+    near neighbours however coarsely the representation is viewed.
+
+    **Its chance level is not probe_k / (n_anchors - 1).** Averaging a point
+    with its neighbours keeps it near them, so any representation, noise
+    included, keeps many neighbourhoods: isotropic Gaussian noise scores
+    0.26-0.67 depending on its dimension, and a Gaussian with the same
+    covariance as a representation reproduces that representation's score
+    to within a few hundredths for most real representations. The raw score
+    mostly measures the eigenspectrum. The calibrated score therefore
+    compares it with ``n_null`` covariance-matched Gaussian surrogates
+    (:func:`scaleinv_utils.stats.gaussian_surrogate`: same n, same
+    covariance, same anchors and grid): ``calibrated = score - null_mean``,
+    0 on average for Gaussian data of any covariance (the surrogates are
+    exchangeable with such data), positive for structure that persists
+    across scales beyond the spectrum (hierarchical clusters, smooth
+    manifolds), negative when neighbourhoods at fine and coarse scales
+    disagree more than for a Gaussian.
+
+    The RDM version is reported as ``rdm_score`` (raw only) but not used as
+    the headline: a whole-RDM correlation is dominated by the largest
+    distances (the global layout), which coarse-graining barely moves, so it
+    is near 1 for almost any representation with clusters. All scores depend
+    on the grid, probe_k and n_anchors: compare them only when these are shared.
 
     Parameters
     ----------
@@ -827,8 +925,12 @@ def cross_scale_similarity(X, ks=None, n_anchors=1000, metric="euclidean", probe
         Neighbourhood size of the neighbourhood comparison, < n_anchors.
     include_raw : bool
         Put the un-coarse-grained representation (scale k = 0) first.
-    random_state : int or None
-        Chooses the anchors.
+    random_state : int, numpy Generator or None
+        Chooses the anchors, then the surrogates.
+    n_null : int
+        Covariance-matched Gaussian surrogates for the calibration (0: raw
+        score only; the null fields are NaN). Each costs about one raw score
+        without the RDMs; 10 gives a null mean to about null_sd / 3.
 
     Returns
     -------
@@ -837,34 +939,37 @@ def cross_scale_similarity(X, ks=None, n_anchors=1000, metric="euclidean", probe
     Raises
     ------
     ValueError
-        If X contains NaNs or a scale is >= n_samples.
+        If X contains NaNs, a scale is >= n_samples, or n_null < 0.
     """
     X = check_array(X, "X", min_samples=4)
     n = X.shape[0]
+    if int(n_null) < 0:
+        raise ValueError(f"n_null must be a non-negative integer, got {n_null}.")
     ks_arr = scale_grid(n, n_scales=10) if ks is None else _check_ks(ks, n)[0]
     rng = check_random_state(random_state)
     samples = (np.arange(n) if n <= n_anchors
                else np.sort(rng.choice(n, n_anchors, replace=False)))
     check_scale(probe_k, samples.size, "probe_k")
-    Xk = coarse_grain(X, ks_arr, samples=samples)
+    Xk, nn_sim = _neighbourhood_similarity(X, ks_arr, samples, probe_k, include_raw)
     if include_raw:
         ks_arr = np.concatenate([[0], ks_arr])
-        Xk = np.concatenate([X[samples][None], Xk])
-    n_scales = ks_arr.size
     ranks = np.stack([_rank(upper_triangle(rdm(Z, metric))) for Z in Xk])
     ranks -= ranks.mean(axis=1, keepdims=True)
     ranks /= np.linalg.norm(ranks, axis=1, keepdims=True)
     rdm_sim = ranks @ ranks.T
-    graphs = [nearest_neighbors(Z, probe_k) for Z in Xk]
-    nn_sim = np.eye(n_scales)
-    for a in range(n_scales):
-        for b in range(a + 1, n_scales):
-            nn_sim[a, b] = nn_sim[b, a] = _shared_counts(
-                graphs[a].indices, graphs[b].indices, np.array([probe_k]))[:, 0].mean() / probe_k
-    off = ~np.eye(n_scales, dtype=bool)
+    score = _off_diagonal_mean(nn_sim)
+    extra = {}
+    if int(n_null) > 0:
+        null = np.array([_off_diagonal_mean(_neighbourhood_similarity(
+            Z, ks_arr[1:] if include_raw else ks_arr, samples, probe_k, include_raw)[1])
+            for Z in _stats.iter_gaussian_surrogates(X, int(n_null), random_state=rng)])
+        cal = _stats.calibrate(score, null, alternative="greater")
+        extra = dict(null_scores=null, null_mean=cal.null_mean, null_sd=cal.null_sd,
+                     calibrated=cal.calibrated, z=cal.z, p_value=cal.p_value)
     return CrossScaleSimilarity(ks=ks_arr, neighborhood_similarity=nn_sim, rdm_similarity=rdm_sim,
-                                score=float(nn_sim[off].mean()), rdm_score=float(rdm_sim[off].mean()),
-                                chance=probe_k / (samples.size - 1), samples=samples)
+                                score=score, rdm_score=_off_diagonal_mean(rdm_sim),
+                                chance=extra.get("null_mean", np.nan), samples=samples,
+                                floor=probe_k / (samples.size - 1), **extra)
 
 
 # ---------------------------------------------------------------------------
