@@ -19,7 +19,9 @@ from . import stats as _stats
 from ._validation import check_array, check_consistent_samples, check_random_state
 
 __all__ = ["Relation", "relate", "save_table", "load_table", "scale_invariance",
-           "brain_alignment", "alignment_table", "relate_columns"]
+           "brain_alignment", "alignment_table", "relate_columns", "summarise_layers",
+           "AcrossModels", "across_models", "across_models_table", "local_global_dimension",
+           "dial_family", "known_answer_control", "choose_real_models"]
 
 
 @dataclass(frozen=True)
@@ -422,3 +424,583 @@ def relate_columns(table, x, y, **kwargs):
             raise KeyError(f"column {col!r} is not in the table; columns: {list(table.columns)}.")
     pair = table[[x, y]].dropna()
     return relate(pair[x].to_numpy(float), pair[y].to_numpy(float), **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# across models, honestly: one point per model, partial correlations, subjects, BH
+
+def summarise_layers(table, columns, *, model="model", layer="layer", by=("subject",), how="mean"):
+    """One row per model: each score summarised over the model's layers.
+
+    Layers of one model share weights, so they are not independent points of
+    an across-model test; the test needs one point per model. Two summaries:
+    the mean over the model's layers (the book's default: it uses every layer
+    and chooses nothing on the scores being tested) or one named layer (e.g.
+    ``"final"``). Picking each model's best-aligned layer on the alignment
+    score itself would select on the outcome and bias the test.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per (model, layer[, subject]) with columns ``model``, ``layer``,
+        the score ``columns`` and any metadata.
+    columns : sequence of str
+        Numeric columns to summarise.
+    model, layer : str
+        Names of the model and layer columns.
+    by : sequence of str
+        Further grouping columns kept in the output when present (e.g. "subject").
+    how : str
+        ``"mean"`` or the name of one layer.
+
+    Returns
+    -------
+    summary : pandas.DataFrame
+        One row per model (per ``by`` group), with ``model``, the ``by``
+        columns, ``columns`` and ``n_layers``; metadata columns that are
+        constant within a model are kept.
+
+    Raises
+    ------
+    KeyError
+        If a column is missing.
+    ValueError
+        If ``how`` names a layer that a model lacks.
+    """
+    columns = list(columns)
+    for col in [model, layer] + columns:
+        if col not in table.columns:
+            raise KeyError(f"column {col!r} is not in the table; columns: {list(table.columns)}.")
+    keys = [model] + [b for b in by if b in table.columns]
+    if how == "mean":
+        grouped = table.groupby(keys, sort=False)
+        out = grouped[columns].mean()
+        out["n_layers"] = grouped[layer].nunique()
+    else:
+        sub = table[table[layer] == how]
+        missing = sorted(set(table[model]) - set(sub[model]))
+        if missing:
+            raise ValueError(f"how={how!r} names a layer that models {missing} lack; layers are "
+                             f"{sorted(set(table[layer]))}.")
+        out = sub.set_index(keys)[columns].copy()
+        out["n_layers"] = 1
+    rest = [c for c in table.columns if c not in set(columns) | set(keys) | {layer}]
+    const = table.groupby(keys, sort=False)[rest].nunique(dropna=False).le(1).all()
+    meta = table.groupby(keys, sort=False)[[c for c in rest if const[c]]].first()
+    return out.join(meta).reset_index()
+
+
+def _partial_batch(x, y, covariates, method):
+    """(Partial) correlation of x and each row of y, batched over leading axes.
+
+    x : (..., n), y : (..., n), covariates : (..., n, k) (k may be 0). Ranks
+    first for Spearman; x and y are residualised on [1, covariates] by least
+    squares and correlated with :func:`scaleinv_utils.stats.pearson`, which
+    makes this :func:`scaleinv_utils.stats.partial_correlation` for one row.
+    """
+    if method == "spearman":
+        x = stats.rankdata(x, axis=-1)
+        y = stats.rankdata(y, axis=-1)
+        if covariates.shape[-1]:
+            covariates = stats.rankdata(covariates, axis=-2)
+    shape = np.broadcast_shapes(x.shape[:-1], y.shape[:-1], covariates.shape[:-2])
+    n = x.shape[-1]
+    D = np.concatenate([np.ones(shape + (n, 1)), np.broadcast_to(covariates, shape + covariates.shape[-2:])],
+                       axis=-1)
+    H = np.eye(n) - D @ np.linalg.pinv(D)  # residual-maker of each design
+    rx = np.einsum("...ij,...j->...i", H, np.broadcast_to(x, shape + (n,)))
+    ry = np.einsum("...ij,...j->...i", H, np.broadcast_to(y, shape + (n,)))
+    return np.asarray(_stats.pearson(rx, ry, axis=-1))
+
+
+@dataclass(frozen=True)
+class AcrossModels:
+    """An across-model test: one point per model, replicated over subjects.
+
+    Attributes
+    ----------
+    x, y : str
+        The two scores (e.g. a scale-invariance measure and an alignment score).
+    covariates : tuple of str
+        Scores partialled out (e.g. ``("mean_id",)``); empty for a plain correlation.
+    method : {"spearman", "pearson"}
+    estimate : float
+        Mean over subjects of each subject's (partial) correlation across models.
+    low, high : float
+        Percentile bootstrap interval of ``estimate``, resampling *models*
+        (each resample uses the same models for every subject).
+    p_value : float
+        Two-sided permutation p-value of ``estimate``: models' y permuted (the
+        same permutation in every subject); with covariates, y's residuals
+        after regressing it on them are permuted (Freedman & Lane 1983).
+    raw : float
+        Mean over subjects of the plain correlation (no covariates).
+    per_subject : dict of str to float
+        Each subject's (partial) correlation.
+    per_subject_p : dict of str to float
+        Each subject's two-sided permutation p-value.
+    n_models, n_subjects : int
+    n_replicated : int
+        Subjects whose own correlation has the sign of ``estimate`` and a
+        p-value <= 0.05.
+    """
+
+    x: str
+    y: str
+    covariates: tuple
+    method: str
+    estimate: float
+    low: float
+    high: float
+    p_value: float
+    raw: float
+    per_subject: dict
+    per_subject_p: dict
+    n_models: int
+    n_subjects: int
+    n_replicated: int
+
+    def __str__(self):
+        name = "rho" if self.method == "spearman" else "r"
+        given = f" | {', '.join(self.covariates)}" if self.covariates else ""
+        return (f"{name}({self.x}, {self.y}{given}) = {self.estimate:+.2f} "
+                f"(95% CI {self.low:+.2f} to {self.high:+.2f}), permutation p = {self.p_value:.3g}; "
+                f"plain {name} {self.raw:+.2f}; n = {self.n_models} models x {self.n_subjects} "
+                f"subjects, replicated in {self.n_replicated}/{self.n_subjects}")
+
+    def verdict(self, direction="greater", alpha=0.05, pvalue=None, claim=""):
+        """:func:`scaleinv_utils.stats.verdict` of this test (``pvalue`` overrides, e.g. a BH q-value)."""
+        return _stats.verdict(self.estimate, self.low, self.high,
+                              self.p_value if pvalue is None else pvalue,
+                              direction=direction, alpha=alpha, claim=claim)
+
+
+def across_models(table, x, y, *, covariates=("mean_id",), model="model", subject="subject",
+                  method="spearman", n_permutations=1999, n_bootstrap=1000, level=0.95,
+                  random_state=None):
+    """Correlate two scores across models, one point per model, replicated over subjects.
+
+    For each subject, the (partial) rank correlation across models of ``x``
+    and ``y`` given ``covariates``; the estimate is their mean over subjects;
+    the permutation test and the bootstrap treat *models* as the units (a
+    model keeps its rows in every subject). A plain correlation between a
+    scale-invariance score and alignment can come from dimension alone (both
+    track the mean ID); the partial correlation given mean ID asks whether
+    scale invariance says anything beyond it.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per (model, subject) (see :func:`summarise_layers`), with
+        columns ``model``, ``x``, ``y``, the covariates and, optionally,
+        ``subject`` (absent: one subject). Every subject must have every model.
+    x, y : str
+    covariates : sequence of str
+        Columns partialled out (empty: plain correlation).
+    model, subject : str
+        Column names.
+    method : {"spearman", "pearson"}
+    n_permutations, n_bootstrap : int
+    level : float
+        Coverage of the interval.
+    random_state : int, numpy Generator or None
+
+    Returns
+    -------
+    result : AcrossModels
+
+    Raises
+    ------
+    KeyError
+        If a column is missing.
+    ValueError
+        For an unknown method, non-finite scores, a model missing in a
+        subject, or too few models (covariates + 4).
+    """
+    if method not in ("spearman", "pearson"):
+        raise ValueError(f"method must be 'spearman' or 'pearson', got {method!r}.")
+    covariates = tuple(covariates)
+    for col in (model, x, y) + covariates:
+        if col not in table.columns:
+            raise KeyError(f"column {col!r} is not in the table; columns: {list(table.columns)}.")
+    t = table.copy()
+    if subject not in t.columns:
+        t[subject] = "all"
+    subjects = list(dict.fromkeys(t[subject]))
+    models = list(dict.fromkeys(t[model]))
+    cols = [x, y] + list(covariates)
+    if t.duplicated([model, subject]).any():
+        raise ValueError(f"table has several rows for one (model, subject); summarise layers first "
+                         f"(summarise_layers).")
+    wide = t.set_index([subject, model])[cols]
+    try:
+        cube = np.stack([wide.loc[s].loc[models].to_numpy(float) for s in subjects], axis=1)
+    except KeyError as err:
+        raise ValueError(f"every subject needs every model; missing: {err}.") from None
+    # cube: (n_models, n_subjects, 2 + k)
+    if not np.isfinite(cube).all():
+        bad = [c for i, c in enumerate(cols) if not np.isfinite(cube[..., i]).all()]
+        raise ValueError(f"columns {bad} have NaN or infinite values; drop those models first.")
+    n, k = len(models), len(covariates)
+    if n < k + 4:
+        raise ValueError(f"{n} models are too few for a correlation given {k} covariates "
+                         f"(need at least {k + 4}).")
+    rng = check_random_state(random_state)
+    X = cube[..., 0].T  # (n_subjects, n_models)
+    Y = cube[..., 1].T
+    C = np.moveaxis(cube[..., 2:], 0, 1)  # (n_subjects, n_models, k)
+    per = _partial_batch(X, Y, C, method)
+    raw = _partial_batch(X, Y, C[..., :0], method)
+    # Freedman-Lane: permute the residuals of (ranked) y on the covariates, same order in every subject.
+    Yt = stats.rankdata(Y, axis=-1) if method == "spearman" else Y
+    Xt = stats.rankdata(X, axis=-1) if method == "spearman" else X
+    Ct = stats.rankdata(C, axis=-2) if (method == "spearman" and k) else C
+    D = np.concatenate([np.ones(C.shape[:-1] + (1,)), Ct], axis=-1)
+    H = np.eye(n) - D @ np.linalg.pinv(D)
+    ry = np.einsum("sij,sj->si", H, Yt)  # (n_subjects, n_models)
+    perms = np.argsort(rng.random((int(n_permutations), n)), axis=1)
+    rows = np.concatenate([np.arange(n)[None], perms])  # row 0: the observed order
+    Yperm = ry[:, rows]  # (n_subjects, n_perm + 1, n_models); residuals: ranks stay as computed
+    null = _partial_batch(Xt[:, None, :], Yperm, Ct[:, None], "pearson")  # (n_subjects, n_perm + 1)
+    pooled = null.mean(axis=0)
+    p = float(_stats.permutation_pvalue(pooled[0], pooled[1:], alternative="two-sided"))
+    p_sub = np.atleast_1d(_stats.permutation_pvalue(null[:, 0], null[:, 1:].T, alternative="two-sided"))
+    estimate = float(np.mean(per))
+
+    def stat(cb):  # cb: (n_resamples, n_models, n_subjects, 2 + k)
+        Xb = np.moveaxis(cb[..., 0], -1, -2)
+        Yb = np.moveaxis(cb[..., 1], -1, -2)
+        Cb = np.moveaxis(cb[..., 2:], -2, -3)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.nanmean(_partial_batch(Xb, Yb, Cb, method), axis=-1)
+
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # resamples with too few distinct models
+        boot = _stats.bootstrap(stat, cube, n_resamples=int(n_bootstrap), level=level,
+                                random_state=rng, vectorized=True)
+    sign = np.sign(estimate)
+    replicated = int(np.sum((np.sign(per) == sign) & (p_sub <= 0.05)))
+    return AcrossModels(x=x, y=y, covariates=covariates, method=method, estimate=estimate,
+                        low=float(boot.low), high=float(boot.high), p_value=p,
+                        raw=float(np.mean(raw)), per_subject=dict(zip(subjects, map(float, per))),
+                        per_subject_p=dict(zip(subjects, map(float, p_sub))), n_models=n,
+                        n_subjects=len(subjects), n_replicated=replicated)
+
+
+def across_models_table(table, xs, ys, *, directions=None, covariates=("mean_id",), alpha=0.05,
+                        random_state=0, **kwargs):
+    """:func:`across_models` for every (measure, alignment score) pair, BH-corrected, with verdicts.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        As :func:`across_models`.
+    xs : sequence of str
+        Scale-invariance (or other) measures.
+    ys : sequence of str
+        Alignment scores (e.g. one per network).
+    directions : dict of str to {"greater", "less"} or None
+        The claimed sign of each x's relation with alignment ("less" for a
+        score where lower means more scale invariant, e.g. id_cv); default
+        "greater".
+    covariates : sequence of str
+    alpha : float
+        Level of the verdicts, applied to the Benjamini-Hochberg q-values
+        over all len(xs) x len(ys) tests.
+    random_state : int, numpy Generator or None
+    **kwargs
+        Passed to :func:`across_models`.
+
+    Returns
+    -------
+    results : pandas.DataFrame
+        One row per (x, y): ``estimate``, ``low``, ``high``, ``p_value``,
+        ``q_value``, ``raw``, ``n_replicated``, ``n_subjects``, ``n_models``,
+        ``direction``, ``verdict``; ``results.attrs["tests"]`` holds the
+        :class:`AcrossModels` objects.
+    """
+    import pandas as pd
+
+    directions = dict(directions or {})
+    rng = check_random_state(random_state)
+    rows, tests = [], {}
+    for xc in xs:
+        d = directions.get(xc, "greater")
+        if d not in ("greater", "less"):
+            raise ValueError(f"directions[{xc!r}] must be 'greater' or 'less', got {d!r}.")
+        for yc in ys:
+            res = across_models(table, xc, yc, covariates=covariates, random_state=rng, **kwargs)
+            tests[(xc, yc)] = res
+            rows.append(dict(x=xc, y=yc, estimate=res.estimate, low=res.low, high=res.high,
+                             p_value=res.p_value, raw=res.raw, n_replicated=res.n_replicated,
+                             n_subjects=res.n_subjects, n_models=res.n_models, direction=d))
+    out = pd.DataFrame(rows)
+    out["q_value"] = _stats.fdr_bh(out["p_value"].to_numpy())
+    out["verdict"] = [_stats.verdict(r.estimate, r.low, r.high, r.q_value, direction=r.direction,
+                                     alpha=alpha).verdict for r in out.itertuples()]
+    out = out.set_index(["x", "y"])
+    out.attrs["tests"] = tests
+    return out
+
+
+# ---------------------------------------------------------------------------
+# the companion claim (Yu et al. 2026): local vs global dimension
+
+def local_global_dimension(X, ks=None, *, n_local=3, profile=None, estimator="gride",
+                           random_state=None):
+    """A representation's *local* intrinsic dimension and a *global* dimension measure.
+
+    Local ID: the mean ID over the ``n_local`` smallest scales of the ID
+    profile (neighbourhoods of a few points). Global: the participation ratio
+    of the covariance eigenspectrum, ``(sum lambda)^2 / sum lambda^2``, which
+    sees only the overall spread. The companion paper of paper A (Yu et al.
+    2026) reports that the first predicts brain alignment (lower is better)
+    and global measures do not.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    ks : array-like of int of shape (n_scales,) or None
+        Scale grid of the profile (ignored when ``profile`` is given).
+    n_local : int
+        How many of the smallest scales count as local.
+    profile : array-like of shape (n_scales,) or None
+        A profile already computed on ``X`` (e.g. from :func:`alignment_table`'s
+        attrs), ordered by increasing scale.
+    estimator : str
+    random_state : int or None
+
+    Returns
+    -------
+    dims : dict
+        ``local_id``, ``participation_ratio``.
+
+    Raises
+    ------
+    ValueError
+        If n_local is below 1 or above the number of scales.
+    """
+    from .dimension import id_profile, participation_ratio
+
+    X = check_array(X, "X", min_samples=10)
+    if profile is None:
+        profile = id_profile(X, ks, estimators=(estimator,), random_state=random_state).ids[estimator]
+    profile = np.asarray(profile, dtype=float)
+    if not 1 <= int(n_local) <= profile.size:
+        raise ValueError(f"n_local must be between 1 and the {profile.size} scales of the profile, "
+                         f"got {n_local}.")
+    return {"local_id": float(np.mean(profile[:int(n_local)])),
+            "participation_ratio": float(participation_ratio(X))}
+
+
+# ---------------------------------------------------------------------------
+# known-answer controls for the across-model test itself
+
+def dial_family(noise, latent_dims, *, n_samples=300, n_features=24, n_brain_latents=2, n_voxels=40,
+                frequency=2.0, brain_noise=0.3, random_state=None):
+    """Representations whose scale invariance is a dial, and a toy brain that reads their common cause.
+
+    The stimuli are points ``Z`` of the unit cube in ``max(latent_dims)``
+    dimensions. Representation m is a smooth curved embedding (random Fourier
+    features) of the first ``latent_dims[m]`` latent coordinates into
+    ``n_features`` dimensions plus isotropic noise of relative amplitude
+    ``noise[m]``: without noise its ID is the same at every scale (a smooth
+    manifold); noise adds dimensions at small scales only, so the ID profile
+    becomes less stable as ``noise`` grows (within the moderate range used
+    here; very heavy noise is flat again, see the chapter's toy). The latent
+    dimension is a second, independent dial that moves the mean ID. The toy
+    brain is a smooth readout of the first ``n_brain_latents`` coordinates
+    plus noise, so a noisier representation is less aligned with it.
+
+    Parameters
+    ----------
+    noise : array-like of shape (n_models,)
+        Noise amplitude of each representation, relative to its signal's RMS.
+    latent_dims : array-like of int of shape (n_models,)
+        Latent coordinates each representation embeds (>= n_brain_latents).
+    n_samples, n_features, n_brain_latents, n_voxels : int
+    frequency : float
+        Scale of the random Fourier frequencies (higher: more curved).
+    brain_noise : float
+        Noise of the toy brain relative to its signal's RMS.
+    random_state : int, numpy Generator or None
+
+    Returns
+    -------
+    representations : list of ndarray of shape (n_samples, n_features)
+    brain : ndarray of shape (n_samples, n_voxels)
+
+    Raises
+    ------
+    ValueError
+        If lengths differ, a noise is negative, or a latent dimension is below n_brain_latents.
+    """
+    noise = check_array(noise, "noise", ndim=1, min_samples=1)
+    latent_dims = np.asarray(latent_dims)
+    if latent_dims.shape != noise.shape:
+        raise ValueError(f"noise and latent_dims must have the same length, got {noise.shape[0]} "
+                         f"and {latent_dims.size}.")
+    if (noise < 0).any():
+        raise ValueError(f"noise must be >= 0, got min {noise.min()}.")
+    if (latent_dims < n_brain_latents).any():
+        raise ValueError(f"latent_dims must be >= n_brain_latents={n_brain_latents}, got min "
+                         f"{latent_dims.min()}.")
+    rng = check_random_state(random_state)
+    q = int(latent_dims.max())
+    Z = rng.random((n_samples, q))
+
+    def embed(d, width):
+        W = rng.normal(scale=frequency, size=(d, width))
+        b = rng.uniform(0, 2 * np.pi, size=width)
+        F = np.cos(Z[:, :d] @ W + b)
+        F -= F.mean(axis=0)
+        return F / np.sqrt((F ** 2).sum(axis=1).mean())  # unit RMS norm per sample
+
+    brain = embed(n_brain_latents, n_voxels)
+    brain = brain + brain_noise * rng.normal(size=brain.shape) / np.sqrt(n_voxels)
+    reps = []
+    for a, d in zip(noise, latent_dims):
+        F = embed(int(d), n_features)
+        reps.append(F + a * rng.normal(size=F.shape) / np.sqrt(n_features))
+    return reps, brain
+
+
+def _heldout_ridge_r(X, Y, alpha=1.0, train_fraction=0.7):
+    """Median over columns of Y of the held-out Pearson r of a ridge fit from X (toy alignment)."""
+    n_train = int(train_fraction * X.shape[0])
+    mu, sd = X[:n_train].mean(axis=0), X[:n_train].std(axis=0) + 1e-12
+    Xs = (X - mu) / sd
+    ym = Y[:n_train].mean(axis=0)
+    A = Xs[:n_train]
+    W = np.linalg.solve(A.T @ A + alpha * np.eye(A.shape[1]), A.T @ (Y[:n_train] - ym))
+    pred = Xs[n_train:] @ W + ym
+    return float(np.median(_stats.pearson(pred, Y[n_train:], axis=0)))
+
+
+def known_answer_control(kind="positive", n_models=12, *, noise_range=(0.0, 0.5), latent_range=(3, 3),
+                         covariates=(), n_samples=300, ks=None, n_permutations=999, n_bootstrap=500,
+                         random_state=None, **family_kwargs):
+    """Run the across-model pipeline on a family with a known answer.
+
+    Each model's scale-invariance measures (mean ID and ``id_cv`` of its Gride
+    profile) are computed from its representation in :func:`dial_family`;
+    its alignment is the median held-out r of a ridge fit from it to the toy
+    brain's voxels (fit on 70% of the stimuli, scored on the rest). ``"positive"``: the
+    alignment is that of the model's own representation, so it depends on the
+    noise dial that sets scale invariance; the pipeline must find
+    rho(id_cv, alignment) < 0. ``"negative"``: the alignment is that
+    of another member of the same family with its own, independently drawn
+    dials, so alignment is unrelated to the measured scale invariance; the
+    p-value must be uniform over seeds.
+
+    Parameters
+    ----------
+    kind : {"positive", "negative"}
+    n_models : int
+    noise_range : (float, float)
+        Noise dials are drawn uniformly in this range.
+    latent_range : (int, int)
+        Latent dimensions are drawn uniformly from these (inclusive).
+    covariates : sequence of str
+        Passed to :func:`across_models` (e.g. ``("mean_id",)``). In this
+        family the noise dial moves stability and mean ID together, so a
+        partial correlation given mean ID has (correctly) little left to find:
+        the control of the plain test is ``covariates=()``.
+    n_samples : int
+    ks : array-like of int or None
+        Scale grid; default a log grid from 5 to n_samples // 8.
+    n_permutations, n_bootstrap : int
+    random_state : int, numpy Generator or None
+    **family_kwargs
+        Passed to :func:`dial_family`.
+
+    Returns
+    -------
+    scores : pandas.DataFrame
+        One row per model: ``model``, ``noise``, ``latent_dim``, ``mean_id``,
+        ``id_cv``, ``alignment``.
+    result : AcrossModels
+        :func:`across_models` of ``id_cv`` and ``alignment`` (given ``covariates``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind or fewer than 5 models.
+    """
+    import pandas as pd
+
+    from .dimension import dimensional_stability, id_profile
+    from .neighbors import scale_grid
+    if kind not in ("positive", "negative"):
+        raise ValueError(f"kind must be 'positive' or 'negative', got {kind!r}.")
+    if int(n_models) < 5:
+        raise ValueError(f"n_models must be at least 5 for a partial correlation, got {n_models}.")
+    rng = check_random_state(random_state)
+    n_models = int(n_models)
+    noise = rng.uniform(*noise_range, size=n_models)
+    dims = rng.integers(latent_range[0], latent_range[1] + 1, size=n_models)
+    n_family = n_models if kind == "positive" else 2 * n_models
+    if kind == "negative":  # a second, independent set of dials for the alignment members
+        noise = np.concatenate([noise, rng.uniform(*noise_range, size=n_models)])
+        dims = np.concatenate([dims, rng.integers(latent_range[0], latent_range[1] + 1, size=n_models)])
+    reps, brain = dial_family(noise[:n_family], dims[:n_family], n_samples=n_samples, random_state=rng,
+                              **family_kwargs)
+    if ks is None:
+        ks = scale_grid(n_samples, n_scales=8, k_min=5, k_max=max(6, n_samples // 8))
+    rows = []
+    for m in range(n_models):
+        prof = id_profile(reps[m], ks, estimators=("gride",), random_state=rng)
+        ids = prof.ids["gride"]
+        other = reps[m] if kind == "positive" else reps[n_models + m]
+        rows.append({"model": f"toy-{m:02d}", "noise": float(noise[m]), "latent_dim": int(dims[m]),
+                     "mean_id": float(np.mean(ids)),
+                     "id_cv": float(dimensional_stability(ids, prof.ks, method="cv")),
+                     "alignment": _heldout_ridge_r(other, brain)})
+    scores = pd.DataFrame(rows)
+    result = across_models(scores, "id_cv", "alignment", covariates=covariates,
+                           n_permutations=n_permutations, n_bootstrap=n_bootstrap, random_state=rng)
+    return scores, result
+
+
+# ---------------------------------------------------------------------------
+# real-data mode: models chosen by property
+
+def choose_real_models(names=None):
+    """Group the pretrained catalogue by the properties paper A's claims vary.
+
+    Parameters
+    ----------
+    names : sequence of str or None
+        Catalogue names to choose from; default: the "pretrained" and
+        "offline-pretrained" catalogue.
+
+    Returns
+    -------
+    groups : dict of str to list of str
+        ``"data_ladder"``: the CLIP rows with one image architecture (ViT-B/32,
+        with or without QuickGELU), ordered by pretraining pairs: data size
+        with the architecture fixed. ``"no_language"``: image models trained
+        without language (ImageNet labels). ``"fused"``: models whose towers
+        a cross-attention decoder fuses (CoCa). ``"other_clip"``: the other
+        dual-encoder CLIPs (sizes, architectures). ``"image"``: every image
+        model, in that order, for the across-model tests. ``"text_only"``:
+        models without vision (MiniLM, run on captions), kept out of the image
+        models' correlations.
+    """
+    from .models import list_models, model_info
+
+    if names is None:
+        names = list_models("pretrained") + list_models("offline-pretrained")
+    infos = [model_info(n) for n in names]
+    text_only = [i.name for i in infos if not i.has_vision]
+    image = [i for i in infos if i.has_vision]
+    ladder = sorted((i for i in image if i.has_language and i.fusion == "dual"
+                     and i.architecture.replace("-quickgelu", "") == "ViT-B-32"),
+                    key=lambda i: (i.n_pretraining_pairs or 0, i.name))
+    no_language = [i.name for i in image if not i.has_language]
+    fused = [i.name for i in image if i.fusion == "fused"]
+    ladder = [i.name for i in ladder]
+    other = [i.name for i in image if i.has_language and i.fusion == "dual" and i.name not in ladder]
+    return {"data_ladder": ladder, "no_language": no_language, "fused": fused, "other_clip": other,
+            "image": ladder + other + no_language + fused, "text_only": text_only}

@@ -41,6 +41,8 @@ __all__ = [
     "percentile_interval",
     "permutation_pvalue",
     "spearman",
+    "Verdict",
+    "verdict",
 ]
 
 _ALTERNATIVES = ("greater", "less", "two-sided")
@@ -591,3 +593,104 @@ def calibrate(raw, null, alternative="greater"):
     return CalibratedScore(raw=raw, null=null, null_mean=mean, null_sd=sd, calibrated=float(cal), z=z,
                            p_value=float(permutation_pvalue(raw, null, alternative)),
                            alternative=alternative)
+
+
+# --------------------------------------------------------------------------- verdicts
+@dataclass
+class Verdict:
+    """A claim's computed verdict with the numbers behind it.
+
+    Attributes
+    ----------
+    verdict : {"supports", "contradicts", "inconclusive"}
+    estimate, low, high : float
+    pvalue : float or None
+        After any correction for multiple comparisons.
+    null_value : float
+    direction : {"greater", "less"}
+    alpha : float
+    claim : str
+    """
+
+    verdict: str
+    estimate: float
+    low: float
+    high: float
+    pvalue: object
+    null_value: float
+    direction: str
+    alpha: float
+    claim: str = ""
+
+    @property
+    def code(self):
+        """+1 supports, 0 inconclusive, -1 contradicts (a number a chapter can record)."""
+        return {"supports": 1, "inconclusive": 0, "contradicts": -1}[self.verdict]
+
+    def __str__(self):
+        p = "" if self.pvalue is None else f", p = {self.pvalue:.3g}"
+        head = f"{self.claim}: " if self.claim else ""
+        return (f"{head}{self.verdict} (estimate {self.estimate:.3g}, interval "
+                f"[{self.low:.3g}, {self.high:.3g}]{p}; null value {self.null_value:g})")
+
+
+def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="greater", alpha=0.05,
+            claim=""):
+    """Turn an estimate, its interval and a (corrected) p-value into a verdict.
+
+    For a claim "the quantity is greater (``direction="greater"``) or less
+    than ``null_value``":
+
+    - ``"supports"``: the whole interval lies beyond ``null_value`` in the
+      claimed direction and (if given) ``pvalue <= alpha``;
+    - ``"contradicts"``: the whole interval lies beyond ``null_value`` in the
+      *opposite* direction;
+    - ``"inconclusive"``: anything else (the interval holds the null value,
+      or the interval and the p-value disagree).
+
+    The one implementation of the book's verdicts (paper A's claims in
+    :mod:`scaleinv_utils.alignment`, paper B's in :mod:`scaleinv_utils.neurons`).
+
+    Parameters
+    ----------
+    estimate, low, high : float
+    pvalue : float or None
+    null_value : float
+    direction : {"greater", "less"}
+    alpha : float
+    claim : str
+        Printed with the verdict.
+
+    Returns
+    -------
+    verdict : Verdict
+        ``str(verdict)`` gives the verdict with its numbers; ``verdict.code``
+        is +1 / 0 / -1.
+
+    Raises
+    ------
+    ValueError
+        If low > high, a value is not finite, the p-value is outside [0, 1],
+        or direction is unknown.
+
+    Examples
+    --------
+    >>> verdict(0.3, 0.1, 0.5, 0.01).verdict
+    'supports'
+    """
+    if direction not in ("greater", "less"):
+        raise ValueError(f"direction must be 'greater' or 'less', got {direction!r}.")
+    est, lo, hi = float(estimate), float(low), float(high)
+    if not (np.isfinite(est) and np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"estimate and interval must be finite, got {est}, [{lo}, {hi}].")
+    if lo > hi:
+        raise ValueError(f"the interval must have low <= high, got [{lo}, {hi}].")
+    if pvalue is not None and not 0 <= float(pvalue) <= 1:
+        raise ValueError(f"pvalue must lie in [0, 1], got {pvalue}.")
+    above, below = lo > null_value, hi < null_value
+    beyond, opposite = (above, below) if direction == "greater" else (below, above)
+    significant = pvalue is None or float(pvalue) <= alpha
+    word = "supports" if beyond and significant else "contradicts" if opposite else "inconclusive"
+    return Verdict(verdict=word, estimate=est, low=lo, high=hi,
+                   pvalue=None if pvalue is None else float(pvalue), null_value=float(null_value),
+                   direction=direction, alpha=float(alpha), claim=claim)

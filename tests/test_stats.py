@@ -281,3 +281,26 @@ def test_calibrate_summary():
     assert "calibrated +1" in str(c)
     with pytest.raises(ValueError, match="1-D array of null scores"):
         st.calibrate(1.0, [])
+
+
+# --------------------------------------------------------------------------- verdicts
+def test_verdict_three_outcomes_and_errors():
+    from scaleinv_utils.stats import verdict
+    assert verdict(0.3, 0.1, 0.5, 0.01).verdict == "supports"
+    assert verdict(0.3, 0.1, 0.5, 0.2).verdict == "inconclusive"  # p disagrees
+    assert verdict(-0.3, -0.5, -0.1).verdict == "contradicts"
+    assert verdict(0.1, -0.1, 0.3).verdict == "inconclusive"
+    assert verdict(-0.3, -0.5, -0.1, direction="less").verdict == "supports"
+    assert verdict(-0.3, -0.5, -0.1, direction="less").code == 1
+    assert verdict(0.3, 0.1, 0.5, direction="less").code == -1
+    assert verdict(0.1, -0.1, 0.3).code == 0
+    v = verdict(2.0, 1.5, 2.5, 0.001, null_value=1.0, claim="ratio above 1")
+    assert v.verdict == "supports" and str(v).startswith("ratio above 1: supports (estimate 2")
+    with pytest.raises(ValueError, match="low <= high"):
+        verdict(0, 1, -1)
+    with pytest.raises(ValueError, match="direction must be"):
+        verdict(0, -1, 1, direction="up")
+    with pytest.raises(ValueError, match="finite"):
+        verdict(np.nan, -1, 1)
+    with pytest.raises(ValueError, match=r"pvalue must lie in \[0, 1\]"):
+        verdict(0, -1, 1, 1.5)
