@@ -21,7 +21,8 @@ Global companions
     :func:`powerlaw_exponent` (Stringer et al. 2019).
 Profiles
     :func:`id_profile` (all estimators, all scales), :func:`gride_scaling`
-    (DADApy's doubling grid) and :func:`dimensional_stability`.
+    (DADApy's doubling grid), :func:`dimensional_stability` and
+    :func:`calibrated_stability` (against Gaussians with the same covariance).
 
 Duplicate rows make neighbour distances zero, and every distance-ratio
 estimator divides by them. Functions given data ``X`` therefore drop
@@ -45,7 +46,8 @@ from .neighbors import NeighborGraph, count_duplicates, nearest_neighbors, scale
 __all__ = [
     "IDEstimate", "IDProfile", "PowerLawFit",
     "gride", "twonn", "mle", "local_pca",
-    "id_profile", "gride_scaling", "dimensional_stability",
+    "id_profile", "gride_scaling", "dimensional_stability", "calibrated_stability",
+    "CalibratedStability",
     "participation_ratio", "eigenspectrum", "powerlaw_exponent",
     "ESTIMATORS", "STABILITY_METHODS",
 ]
@@ -258,8 +260,8 @@ def _bootstrap_indices(n_points, n_bootstrap, random_state):
 
 
 def _percentiles(samples, confidence):
-    alpha = (1 - confidence) / 2
-    return np.quantile(samples, [alpha, 1 - alpha], axis=0)
+    from .stats import percentile_interval
+    return np.asarray(percentile_interval(samples, confidence, axis=0))
 
 
 # --------------------------------------------------------------------------- Gride / TwoNN
@@ -974,6 +976,113 @@ def dimensional_stability(ids, ks, method="cv"):
         slope = np.polyfit(logk, ids, 1)[0]
         return float(slope if method == "slope" else slope / np.mean(ids))
     raise ValueError(f"method must be one of {STABILITY_METHODS}, got {method!r}.")
+
+
+@dataclass
+class CalibratedStability:
+    """Dimensional stability of a representation against covariance-matched Gaussians.
+
+    Attributes
+    ----------
+    ks : ndarray of shape (n_scales,)
+    ids : ndarray of shape (n_scales,)
+        The representation's ID profile.
+    null_ids : ndarray of shape (n_null, n_scales)
+        The profile of each Gaussian surrogate (same n, same covariance).
+    method, estimator : str
+    raw : float
+        :func:`dimensional_stability` of ``ids``.
+    null : ndarray of shape (n_null,)
+        The same score of each surrogate profile.
+    null_mean, null_sd : float
+    calibrated : float
+        ``raw - null_mean``. For "cv" (lower = more stable): negative when the
+        profile is flatter than a Gaussian with the same eigenspectrum gives,
+        0 on average for Gaussian data of any covariance.
+    z : float
+        ``calibrated / null_sd``.
+    p_value : float
+        (1 + #{null <= raw}) / (1 + n_null) for "cv" and "range" (more stable
+        than the null); two-sided on |slope| for the slopes.
+    """
+
+    ks: np.ndarray
+    ids: np.ndarray
+    null_ids: np.ndarray
+    method: str
+    estimator: str
+    raw: float
+    null: np.ndarray
+    null_mean: float
+    null_sd: float
+    calibrated: float
+    z: float
+    p_value: float
+
+
+def calibrated_stability(X, ks=None, *, estimator="gride", method="cv", n_null=10,
+                         random_state=None, device=None, **profile_kwargs):
+    """Dimensional stability, raw and calibrated against covariance-matched Gaussians.
+
+    An ID profile changes across scales even for Gaussian data: a Gaussian
+    with a decaying eigenspectrum looks high dimensional at small scales (its
+    small directions are resolved) and lower dimensional at large ones. So the
+    raw :func:`dimensional_stability` partly measures the eigenspectrum. This
+    function computes it for X and for ``n_null`` surrogates with X's exact
+    covariance (:func:`scaleinv_utils.stats.gaussian_surrogate`) on the same
+    grid, and reports the difference: what X's geometry adds beyond its
+    spectrum.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    ks : array-like of int of shape (n_scales,) or None
+        Scales; default as :func:`id_profile`.
+    estimator : str
+        One of :data:`ESTIMATORS`.
+    method : str
+        One of :data:`STABILITY_METHODS`.
+    n_null : int
+        Surrogates (at least 1); each costs one ID profile.
+    random_state : int, numpy Generator or None
+        Seeds the profile (local PCA centres) and the surrogates.
+    device : {None, "cpu", "cuda"}
+    **profile_kwargs
+        Passed to :func:`id_profile` (e.g. ``lpca_centers``).
+
+    Returns
+    -------
+    result : CalibratedStability
+
+    Raises
+    ------
+    ValueError
+        As :func:`id_profile` and :func:`dimensional_stability`, or n_null < 1.
+    """
+    from . import stats as _stats
+
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}.")
+    if method not in STABILITY_METHODS:
+        raise ValueError(f"method must be one of {STABILITY_METHODS}, got {method!r}.")
+    if int(n_null) < 1:
+        raise ValueError(f"n_null must be at least 1, got {n_null}.")
+    rng = check_random_state(random_state)
+    prof = id_profile(X, ks, estimators=(estimator,), random_state=rng, device=device,
+                      **profile_kwargs)
+    ks = prof.ks
+    ids = prof.ids[estimator]
+    raw = dimensional_stability(ids, ks, method=method)
+    X = check_array(X, "X", min_samples=3)
+    null_ids = np.stack([id_profile(Z, ks, estimators=(estimator,), random_state=rng, device=device,
+                                    **profile_kwargs).ids[estimator]
+                         for Z in _stats.iter_gaussian_surrogates(X, int(n_null), random_state=rng)])
+    null = np.array([dimensional_stability(v, ks, method=method) for v in null_ids])
+    alternative = "less" if method in ("cv", "range") else "two-sided"
+    cal = _stats.calibrate(raw, null, alternative=alternative)
+    return CalibratedStability(ks=ks, ids=ids, null_ids=null_ids, method=method, estimator=estimator,
+                               raw=cal.raw, null=null, null_mean=cal.null_mean, null_sd=cal.null_sd,
+                               calibrated=cal.calibrated, z=cal.z, p_value=cal.p_value)
 
 
 # --------------------------------------------------------------------------- global

@@ -748,7 +748,7 @@ def coarse_grain(X, ks, samples=None, graph=None):
 
 @dataclass
 class CrossScaleSimilarity:
-    """How similar one representation's structure is to itself across scales.
+    """Structure of one representation compared across coarse-graining scales.
 
     Attributes
     ----------
@@ -761,15 +761,36 @@ class CrossScaleSimilarity:
         Spearman correlation between the RDMs (over the anchors) of the
         representation coarse-grained at k_a and at k_b.
     score : float
-        The cross-scale similarity score: mean off-diagonal entry of
+        The raw cross-scale similarity score: mean off-diagonal entry of
         neighborhood_similarity.
     rdm_score : float
         Mean off-diagonal entry of rdm_similarity (the global companion).
     chance : float
-        Expected neighbourhood overlap of unrelated structures,
-        probe_k / (n_anchors - 1).
+        The score's chance level: ``null_mean``, what Gaussian data with the
+        same eigenspectrum reach (NaN when ``n_null=0``).
     samples : ndarray of shape (n_anchors,)
         The anchor stimuli used.
+    floor : float
+        probe_k / (n_anchors - 1): the overlap of two *unrelated* neighbourhood
+        graphs. Not a chance level of this score: coarse-graining keeps part
+        of any representation's neighbourhoods, so even isotropic noise scores
+        far above it (0.26-0.67 for 200 points in 10-500 dimensions).
+    null_scores : ndarray of shape (n_null,)
+        The score of each covariance-matched Gaussian surrogate
+        (:func:`scaleinv_utils.stats.gaussian_surrogate`), same anchors and grid.
+    null_mean, null_sd : float
+        Their mean and standard deviation.
+    calibrated : float
+        ``score - null_mean``: cross-scale similarity beyond what the
+        eigenspectrum alone produces. 0 on average for Gaussian data of any
+        covariance; positive for structure that persists across scales
+        (hierarchical clusters, smooth manifolds); negative when coarse
+        graining reshuffles neighbourhoods more than for a Gaussian (e.g. a
+        structure that breaks between fine and coarse scales).
+    z : float
+        ``calibrated / null_sd``.
+    p_value : float
+        One-sided (1 + #{null >= score}) / (1 + n_null).
     """
 
     ks: np.ndarray
@@ -779,11 +800,37 @@ class CrossScaleSimilarity:
     rdm_score: float
     chance: float
     samples: np.ndarray
+    floor: float = np.nan
+    null_scores: np.ndarray = field(default_factory=lambda: np.empty(0))
+    null_mean: float = np.nan
+    null_sd: float = np.nan
+    calibrated: float = np.nan
+    z: float = np.nan
+    p_value: float = np.nan
+
+
+def _neighbourhood_similarity(X, ks_arr, samples, probe_k, include_raw):
+    """The coarse-grained versions of X at the anchors and their shared-neighbour matrix."""
+    Xk = coarse_grain(X, ks_arr, samples=samples)
+    if include_raw:
+        Xk = np.concatenate([X[samples][None], Xk])
+    n_scales = Xk.shape[0]
+    graphs = [nearest_neighbors(Z, probe_k) for Z in Xk]
+    nn_sim = np.eye(n_scales)
+    for a in range(n_scales):
+        for b in range(a + 1, n_scales):
+            nn_sim[a, b] = nn_sim[b, a] = _shared_counts(
+                graphs[a].indices, graphs[b].indices, np.array([probe_k]))[:, 0].mean() / probe_k
+    return Xk, nn_sim
+
+
+def _off_diagonal_mean(M):
+    return float(M[~np.eye(M.shape[0], dtype=bool)].mean())
 
 
 def cross_scale_similarity(X, ks=None, n_anchors=1000, metric="euclidean", probe_k=10,
-                           include_raw=True, random_state=None):
-    """Similarity of a representation's structure with itself across scales.
+                           include_raw=True, random_state=None, n_null=10):
+    """Similarity of a representation's structure with itself across scales, raw and calibrated.
 
     Comparing raw neighbourhoods of one representation at two scales is
     trivial (the k nearest neighbours are always among the k' > k nearest),
@@ -801,17 +848,29 @@ def cross_scale_similarity(X, ks=None, n_anchors=1000, metric="euclidean", probe
     **Cross-scale similarity score** = the mean of the off-diagonal entries
     of neighborhood_similarity, over all pairs of distinct scales of the grid
     (raw representation included). It is 1 when every stimulus keeps the same
-    near neighbours however coarsely the representation is viewed: the
-    fine-scale arrangement is what the coarse scales are made of (a smooth
-    low-dimensional manifold, a self-similar hierarchy). It approaches the
-    chance level probe_k / (n_anchors - 1) when coarse-graining reshuffles
-    the neighbourhoods: fine structure unrelated to coarse structure (high-
-    dimensional noise, clusters with unstructured interiors).
-    The RDM version is reported as ``rdm_score`` but not used as the
-    headline: a whole-RDM correlation is dominated by the largest distances
-    (the global layout), which coarse-graining barely moves, so it is near 1
-    for almost any representation with clusters. Both depend on the grid,
-    probe_k and n_anchors: compare scores only when these are shared.
+    near neighbours however coarsely the representation is viewed.
+
+    **Its chance level is not probe_k / (n_anchors - 1).** Averaging a point
+    with its neighbours keeps it near them, so any representation, noise
+    included, keeps many neighbourhoods: isotropic Gaussian noise scores
+    0.26-0.67 depending on its dimension, and a Gaussian with the same
+    covariance as a representation reproduces that representation's score
+    to within a few hundredths for most real representations. The raw score
+    mostly measures the eigenspectrum. The calibrated score therefore
+    compares it with ``n_null`` covariance-matched Gaussian surrogates
+    (:func:`scaleinv_utils.stats.gaussian_surrogate`: same n, same
+    covariance, same anchors and grid): ``calibrated = score - null_mean``,
+    0 on average for Gaussian data of any covariance (the surrogates are
+    exchangeable with such data), positive for structure that persists
+    across scales beyond the spectrum (hierarchical clusters, smooth
+    manifolds), negative when neighbourhoods at fine and coarse scales
+    disagree more than for a Gaussian.
+
+    The RDM version is reported as ``rdm_score`` (raw only) but not used as
+    the headline: a whole-RDM correlation is dominated by the largest
+    distances (the global layout), which coarse-graining barely moves, so it
+    is near 1 for almost any representation with clusters. All scores depend
+    on the grid, probe_k and n_anchors: compare them only when these are shared.
 
     Parameters
     ----------
@@ -827,8 +886,12 @@ def cross_scale_similarity(X, ks=None, n_anchors=1000, metric="euclidean", probe
         Neighbourhood size of the neighbourhood comparison, < n_anchors.
     include_raw : bool
         Put the un-coarse-grained representation (scale k = 0) first.
-    random_state : int or None
-        Chooses the anchors.
+    random_state : int, numpy Generator or None
+        Chooses the anchors, then the surrogates.
+    n_null : int
+        Covariance-matched Gaussian surrogates for the calibration (0: raw
+        score only; the null fields are NaN). Each costs about one raw score
+        without the RDMs; 10 gives a null mean to about null_sd / 3.
 
     Returns
     -------
@@ -837,34 +900,37 @@ def cross_scale_similarity(X, ks=None, n_anchors=1000, metric="euclidean", probe
     Raises
     ------
     ValueError
-        If X contains NaNs or a scale is >= n_samples.
+        If X contains NaNs, a scale is >= n_samples, or n_null < 0.
     """
     X = check_array(X, "X", min_samples=4)
     n = X.shape[0]
+    if int(n_null) < 0:
+        raise ValueError(f"n_null must be a non-negative integer, got {n_null}.")
     ks_arr = scale_grid(n, n_scales=10) if ks is None else _check_ks(ks, n)[0]
     rng = check_random_state(random_state)
     samples = (np.arange(n) if n <= n_anchors
                else np.sort(rng.choice(n, n_anchors, replace=False)))
     check_scale(probe_k, samples.size, "probe_k")
-    Xk = coarse_grain(X, ks_arr, samples=samples)
+    Xk, nn_sim = _neighbourhood_similarity(X, ks_arr, samples, probe_k, include_raw)
     if include_raw:
         ks_arr = np.concatenate([[0], ks_arr])
-        Xk = np.concatenate([X[samples][None], Xk])
-    n_scales = ks_arr.size
     ranks = np.stack([_rank(upper_triangle(rdm(Z, metric))) for Z in Xk])
     ranks -= ranks.mean(axis=1, keepdims=True)
     ranks /= np.linalg.norm(ranks, axis=1, keepdims=True)
     rdm_sim = ranks @ ranks.T
-    graphs = [nearest_neighbors(Z, probe_k) for Z in Xk]
-    nn_sim = np.eye(n_scales)
-    for a in range(n_scales):
-        for b in range(a + 1, n_scales):
-            nn_sim[a, b] = nn_sim[b, a] = _shared_counts(
-                graphs[a].indices, graphs[b].indices, np.array([probe_k]))[:, 0].mean() / probe_k
-    off = ~np.eye(n_scales, dtype=bool)
+    score = _off_diagonal_mean(nn_sim)
+    extra = {}
+    if int(n_null) > 0:
+        null = np.array([_off_diagonal_mean(_neighbourhood_similarity(
+            Z, ks_arr[1:] if include_raw else ks_arr, samples, probe_k, include_raw)[1])
+            for Z in _stats.iter_gaussian_surrogates(X, int(n_null), random_state=rng)])
+        cal = _stats.calibrate(score, null, alternative="greater")
+        extra = dict(null_scores=null, null_mean=cal.null_mean, null_sd=cal.null_sd,
+                     calibrated=cal.calibrated, z=cal.z, p_value=cal.p_value)
     return CrossScaleSimilarity(ks=ks_arr, neighborhood_similarity=nn_sim, rdm_similarity=rdm_sim,
-                                score=float(nn_sim[off].mean()), rdm_score=float(rdm_sim[off].mean()),
-                                chance=probe_k / (samples.size - 1), samples=samples)
+                                score=score, rdm_score=_off_diagonal_mean(rdm_sim),
+                                chance=extra.get("null_mean", np.nan), samples=samples,
+                                floor=probe_k / (samples.size - 1), **extra)
 
 
 # ---------------------------------------------------------------------------

@@ -452,3 +452,35 @@ def test_local_pca_leaves_the_blas_thread_count_as_it_found_it():
         dm.local_pca(X, 30)
         dm.id_profile(X, [5, 30], ("lpca",), random_state=0)
     assert blas_threads() == before
+
+
+# --------------------------------------------------------------------------- calibrated stability
+@pytest.mark.parametrize("spectrum", ["isotropic", "anisotropic"])
+def test_calibrated_stability_is_zero_for_gaussian_noise(spectrum):
+    # A Gaussian's ID profile changes across scales (its raw CV is far from 0), by an amount its
+    # covariance fixes; against surrogates with that covariance it is 0 on average over seeds.
+    scale = np.ones(8) if spectrum == "isotropic" else np.arange(1, 9) ** -1.0
+    res = [dm.calibrated_stability(np.random.default_rng(s).normal(size=(120, 8)) * scale,
+                                   [4, 8, 16], n_null=3, random_state=1000 + s) for s in range(20)]
+    cal = np.array([r.calibrated for r in res])
+    assert np.mean([r.raw for r in res]) > 0.03
+    assert abs(cal.mean()) < 2 * cal.std(ddof=1) / np.sqrt(cal.size)
+
+
+def test_calibrated_stability_separates_self_similar_and_broken_structure():
+    rng = np.random.default_rng(5)
+    ks = [4, 8, 16, 32]
+    # a Brownian path is statistically self-similar: flatter ID profile than its Gaussian
+    walk = dm.calibrated_stability(np.cumsum(rng.normal(size=(256, 20)), axis=0), ks, n_null=4,
+                                   random_state=0)
+    # a plane at coarse scales, 10-D noise at fine scales: a break, less stable than its Gaussian
+    plane = np.c_[rng.uniform(size=(256, 2)) * 10, rng.normal(size=(256, 10)) * 0.3]
+    broken = dm.calibrated_stability(plane, ks, n_null=4, random_state=0)
+    assert walk.calibrated < -3 * walk.null_sd and walk.p_value == pytest.approx(1 / 5)
+    assert broken.calibrated > 3 * broken.null_sd
+    assert walk.null_ids.shape == (4, 4) and walk.raw == pytest.approx(
+        dm.dimensional_stability(walk.ids, walk.ks))
+    with pytest.raises(ValueError, match="n_null must be at least 1, got 0"):
+        dm.calibrated_stability(plane, ks, n_null=0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        dm.calibrated_stability(plane, ks, method="iqr")

@@ -253,12 +253,74 @@ def test_cross_scale_similarity_known_cases():
     for r in (a, b):
         np.testing.assert_allclose(np.diag(r.neighborhood_similarity), 1.0)
         np.testing.assert_allclose(r.rdm_similarity, r.rdm_similarity.T, atol=1e-12)
-        assert r.chance == pytest.approx(10 / 319)
+        assert r.floor == pytest.approx(10 / 319)
+        assert r.chance == r.null_mean and r.null_scores.shape == (10,)
+        assert r.calibrated == pytest.approx(r.score - r.null_mean)
     assert a.score > 0.7
     assert a.rdm_score > 0.95
-    assert b.chance < b.score < 0.5
-    # the same anchors and scores for the same seed
-    assert sm.cross_scale_similarity(noise, ks, random_state=0).score == b.score
+    # noise keeps many neighbourhoods: far above the floor, at its Gaussian null
+    assert b.score > 5 * b.floor
+    assert abs(b.calibrated) < 4 * b.null_sd + 0.01
+    # the same anchors and scores for the same seed; n_null=0 leaves the raw score unchanged
+    again = sm.cross_scale_similarity(noise, ks, random_state=0, n_null=0)
+    assert again.score == b.score and np.isnan(again.calibrated) and again.null_scores.size == 0
+
+
+def _walk(n, p, seed, block=None):
+    """A Brownian path: statistically self-similar. With ``block``, the path is kept only at
+    every block-th point and the excursions between are replaced by noise of the same spread:
+    the same coarse structure with a break below the block scale."""
+    rng = np.random.default_rng(seed)
+    X = np.cumsum(rng.normal(size=(n, p)), axis=0)
+    if block:
+        coarse = np.repeat(X[::block], block, axis=0)[:n]
+        X = coarse + rng.normal(size=(n, p)) * (X - coarse).std()
+    return X
+
+
+def _tree(seed, levels=8, ratio=0.6, p=20, break_below=None):
+    """Binary hierarchical clusters (2**levels points); below level ``break_below`` the nested
+    offsets are replaced by unnested noise of the same variance."""
+    rng = np.random.default_rng(seed)
+    n = 2 ** levels
+    X, idx = np.zeros((n, p)), np.arange(n)
+    for level in range(levels):
+        if break_below is not None and level >= break_below:
+            X += rng.normal(size=(n, p)) * ratio ** level
+        else:
+            X += rng.normal(size=(2 ** (level + 1), p))[idx // 2 ** (levels - 1 - level)] * ratio ** level
+    return X
+
+
+_CSS = dict(ks=[3, 6, 12, 24], probe_k=5, n_null=4)
+
+
+@pytest.mark.parametrize("spectrum", ["isotropic", "anisotropic"])
+def test_calibrated_cross_scale_similarity_is_zero_for_gaussian_noise(spectrum):
+    # The raw score of noise is far from 0 and depends on the spectrum; calibrated, it is 0 on
+    # average over seeds (the surrogates are exchangeable with Gaussian data of any covariance).
+    scale = np.ones(12) if spectrum == "isotropic" else np.arange(1, 13) ** -1.0
+    res = [sm.cross_scale_similarity(_gauss(96, 12, s) * scale, random_state=1000 + s, **_CSS)
+           for s in range(20)]
+    cal = np.array([r.calibrated for r in res])
+    assert np.mean([r.score for r in res]) > 0.3
+    assert abs(cal.mean()) < 2 * cal.std(ddof=1) / np.sqrt(cal.size)
+
+
+def test_calibrated_cross_scale_similarity_sees_structure_beyond_the_spectrum():
+    # a self-similar set (Brownian path) keeps its neighbourhoods across scales beyond its
+    # Gaussian null; breaking its fine structure lowers the score
+    walk = [sm.cross_scale_similarity(_walk(128, 20, s), random_state=100 + s, **_CSS) for s in range(3)]
+    broken = [sm.cross_scale_similarity(_walk(128, 20, s, block=8), random_state=100 + s, **_CSS)
+              for s in range(3)]
+    for w, b in zip(walk, broken):
+        assert w.calibrated > 0.04 and w.z > 3 and w.p_value == pytest.approx(1 / 5)
+        assert b.calibrated < w.calibrated - 0.03
+    # hierarchical clusters: a break below the mid level lowers the calibrated score too
+    for s in range(2):
+        tree = sm.cross_scale_similarity(_tree(s, levels=7), random_state=100 + s, **_CSS)
+        tree_b = sm.cross_scale_similarity(_tree(s, levels=7, break_below=3), random_state=100 + s, **_CSS)
+        assert tree_b.calibrated < tree.calibrated - 0.05
 
 
 def test_cross_scale_similarity_errors():
@@ -267,6 +329,8 @@ def test_cross_scale_similarity_errors():
         sm.cross_scale_similarity(X, [5, 50])
     with pytest.raises(ValueError, match="probe_k=20 must be smaller than n_samples=20"):
         sm.cross_scale_similarity(X, [5], n_anchors=20, probe_k=20)
+    with pytest.raises(ValueError, match="n_null must be a non-negative integer, got -1"):
+        sm.cross_scale_similarity(X, [5], n_null=-1)
 
 
 # ---------------------------------------------------------------------------

@@ -252,3 +252,32 @@ def test_fdr_bh_properties(p):
     assert np.all(q >= p - 1e-15) and np.all(q <= 1)
     order = np.argsort(p, kind="stable")
     assert np.all(np.diff(q[order]) >= -1e-15)  # monotone in p
+
+
+# --------------------------------------------------------------------------- covariance-matched null
+def test_gaussian_surrogate_keeps_mean_and_covariance_exactly():
+    rng = np.random.default_rng(8)
+    X = rng.exponential(size=(60, 5)) @ rng.normal(size=(5, 8)) + 3.0  # rank 5 in 8-D, not Gaussian
+    D = st.gaussian_surrogate(X, 3, random_state=0)
+    assert D.shape == (3, 60, 8)
+    for Z in D:
+        np.testing.assert_allclose(Z.mean(axis=0), X.mean(axis=0), atol=1e-10)
+        np.testing.assert_allclose(np.cov(Z.T), np.cov(X.T), atol=1e-9)
+    assert not np.allclose(D[0], D[1])
+    np.testing.assert_array_equal(st.gaussian_surrogate(X, 2, random_state=1),
+                                  st.gaussian_surrogate(X, 2, random_state=1))
+    # the points of a draw look Gaussian: no skew left from the exponential source
+    big = st.gaussian_surrogate(rng.exponential(size=(2000, 1)), 1, random_state=0)[0, :, 0]
+    assert abs(sps.skew(big)) < 0.2
+    with pytest.raises(ValueError, match="n_draws must be at least 1"):
+        st.gaussian_surrogate(X, 0)
+
+
+def test_calibrate_summary():
+    c = st.calibrate(2.0, [0.0, 1.0, 2.0, np.nan], alternative="greater")
+    assert c.null_mean == pytest.approx(1.0) and c.null_sd == pytest.approx(1.0)
+    assert c.calibrated == pytest.approx(1.0) and c.z == pytest.approx(1.0)
+    assert c.p_value == pytest.approx(2 / 4)
+    assert "calibrated +1" in str(c)
+    with pytest.raises(ValueError, match="1-D array of null scores"):
+        st.calibrate(1.0, [])
