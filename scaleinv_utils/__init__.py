@@ -15,7 +15,7 @@ from .reliability import compute_ncsnr, noise_ceiling, zscore_per_session, avera
 # The analysis modules, as attributes (su.dimension.id_profile, su.encoding.encoding_scores, ...).
 # None of them imports torch, nilearn or himalaya at import time.
 from . import (alignment, data, demo, dimension, encoding, exercises, features, models, neurons, nsd,
-               plotting, reliability, similarity)
+               plotting, reliability, similarity, stats)
 from .dimension import id_profile, dimensional_stability
 from .similarity import (linear_cka, rbf_cka, rsa, knn_overlap, similarity_profile,
                          cross_scale_similarity, permutation_test, bootstrap_ci, compare_profiles)

@@ -31,20 +31,34 @@ Functions
 ---------
 an_activity             (n_samples, n_heads, head_dim) -> (n_samples, n_heads)
 artificial_neurons      every head of every layer -> stimulus x AN matrix
+readout_reference       the tower's fixed readout (PC1 of its final embedding) over stimuli
+orient_ans              flip ANs to correlate positively with one readout: signs comparable across layers
 learn_atoms             sparse dictionary learning -> atoms and sparse loadings
 match_components        match two sets of components up to permutation and sign
-map_to_voxels           ridge maps, tests, FDR, BN sets of positive/negative polarity
+map_to_voxels           signed maps, one of four tests, FDR, BN sets of positive/negative polarity
+glm_t_test, ridge_permutation_test, correlation_t_test, correlation_permutation_test
+                        the four tests (joint/marginal x parametric/permutation)
 map_subject             the same on a subject's train/test split
-fdr_bh                  Benjamini-Hochberg adjusted p-values
+fdr_bh                  Benjamini-Hochberg q-values (from scaleinv_utils.stats)
 dice, jaccard           overlap of two voxel sets
 pairwise_overlap        overlap of every pair of BN sets
 expected_dice           chance Dice of two random sets of given sizes
-redundancy              observed overlap vs a shuffled baseline
+swap_null               BN sets with fixed sizes and voxel detection frequencies (curveball)
+detectability_strata    network x noise-ceiling-decile labels
+redundancy              observed overlap vs a swap (or size-only) null
+overlap_vs_correlation  redundancy relative to the AN-AN correlation structure
 network_counts          BN voxels of each AN in each network
+network_polarity        each network's BN polarity against random voxel signs
 polarity_by_layer       positive / negative BN counts per layer
-polarity_trend          slopes of those counts across layers: mirrored or not
+polarity_trend          slopes of those counts across layers (a description)
+mirrored_test           intervals and a p-value for mirrored trends (layer-order and sign-flip nulls)
 modality_specificity    voxels predicted by tower A only, B only, or both
+cross_modal_test        B4: AN-count-matched coverage, chance and a mismatched-caption null
+compare_feature_sets    B1: noise-ceiling-normalised prediction of several AN sets vs baselines
+verdict                 estimate + interval + p -> "supports" / "contradicts" / "inconclusive"
 make_toy_neurons        a planted world with a known answer
+make_independent_an_world   ANs without redundancy, voxels of uneven SNR (B2's null world)
+make_polarity_world     networks with random-sign relations to latents (B3's recovery world)
 """
 from __future__ import annotations
 
@@ -53,14 +67,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import stats
 from ._validation import check_array, check_consistent_samples, check_random_state
 
 __all__ = [
-    "AN_METHODS", "ArtificialNeurons", "Atoms", "VoxelMaps", "RedundancyResult",
-    "an_activity", "artificial_neurons", "learn_atoms", "match_components",
-    "map_to_voxels", "map_subject", "fdr_bh", "dice", "jaccard", "pairwise_overlap",
-    "expected_dice", "redundancy", "network_counts", "polarity_by_layer", "polarity_trend",
-    "modality_specificity", "make_toy_neurons",
+    "AN_METHODS", "ArtificialNeurons", "Atoms", "VoxelMaps", "RedundancyResult", "MirrorResult",
+    "Verdict", "an_activity", "artificial_neurons", "learn_atoms", "match_components",
+    "map_to_voxels", "map_subject", "glm_t_test", "ridge_permutation_test", "correlation_t_test",
+    "correlation_permutation_test", "fdr_bh", "dice", "jaccard", "pairwise_overlap",
+    "expected_dice", "curveball_round", "swap_null", "detectability_strata", "redundancy",
+    "overlap_vs_correlation", "network_counts", "polarity_by_layer", "polarity_trend",
+    "mirrored_test", "readout_reference", "orient_ans", "network_polarity",
+    "modality_specificity", "compare_feature_sets", "cross_modal_test", "verdict",
+    "make_toy_neurons", "make_independent_an_world", "make_polarity_world",
 ]
 
 #: Ways to reduce a head's output vector to one number per stimulus.
@@ -393,11 +412,7 @@ def match_components(A, B):
     A = check_array(A, "A", min_samples=2)
     B = check_array(B, "B", min_samples=2)
     check_consistent_samples(A=A, B=B)
-    Ac = A - A.mean(axis=0)
-    Bc = B - B.mean(axis=0)
-    den = np.linalg.norm(Ac, axis=0)[:, None] * np.linalg.norm(Bc, axis=0)[None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        C = np.where(den > 0, Ac.T @ Bc / den, 0.0)
+    C = np.nan_to_num(_corr_columns(A, B))  # a constant column matches nothing
     rows, cols = linear_sum_assignment(-np.abs(C))
     index = -np.ones(A.shape[1], dtype=int)
     sign = np.zeros(A.shape[1])
@@ -409,46 +424,8 @@ def match_components(A, B):
 
 
 # --------------------------------------------------------------------------- voxel maps
-def fdr_bh(pvalues, axis=-1):
-    """Benjamini-Hochberg adjusted p-values (q-values), along one axis.
-
-    Voxels with q <= 0.05 form a set whose expected false discovery
-    proportion is at most 5% (for independent or positively dependent tests).
-
-    Parameters
-    ----------
-    pvalues : array-like
-        NaN entries are ignored (they stay NaN and do not count as tests).
-    axis : int
-        Axis holding one family of tests (the voxels of one map).
-
-    Returns
-    -------
-    qvalues : ndarray of the same shape
-
-    Raises
-    ------
-    ValueError
-        If any p-value is outside [0, 1].
-    """
-    p = np.asarray(pvalues, dtype=np.float64)
-    finite = p[np.isfinite(p)]
-    if finite.size and (finite.min() < 0 or finite.max() > 1):
-        raise ValueError(f"p-values must lie in [0, 1], found range [{finite.min():.3g}, "
-                         f"{finite.max():.3g}].")
-    p = np.moveaxis(p, axis, -1)
-    flat = p.reshape(-1, p.shape[-1]) if p.ndim else p.reshape(1, 1)
-    q = np.full(flat.shape, np.nan)
-    for r, row in enumerate(flat):
-        ok = np.flatnonzero(np.isfinite(row))
-        m = ok.size
-        if m == 0:
-            continue
-        order = ok[np.argsort(row[ok], kind="stable")]
-        ranked = row[order] * m / np.arange(1, m + 1)
-        ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-        q[r, order] = np.minimum(ranked, 1.0)
-    return np.moveaxis(q.reshape(p.shape), -1, axis)
+#: Benjamini-Hochberg q-values: the package's one implementation, :func:`scaleinv_utils.stats.fdr_bh`.
+fdr_bh = stats.fdr_bh
 
 
 @dataclass
@@ -582,12 +559,17 @@ def _standardise(X, mean=None, sd=None):
 
 
 def _corr_columns(X, Y):
-    """Pearson correlation of every column of X with every column of Y: (p, q)."""
+    """Pearson correlation of every column of X with every column of Y: (p, q).
+
+    The all-pairs form of :func:`scaleinv_utils.stats.pearson` (which pairs
+    columns one to one); written as one matrix product so no (n, p, q) array
+    is built. Undefined (constant-column) correlations are NaN, as there.
+    """
     Xc = X - X.mean(axis=0)
     Yc = Y - Y.mean(axis=0)
     den = np.linalg.norm(Xc, axis=0)[:, None] * np.linalg.norm(Yc, axis=0)[None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, Xc.T @ Yc / den, np.nan)
+        return np.clip(np.where(den > 0, Xc.T @ Yc / den, np.nan), -1.0, 1.0)
 
 
 def _ridge_path(Xs, Yc, alpha_of_voxel):
@@ -599,6 +581,189 @@ def _ridge_path(Xs, Yc, alpha_of_voxel):
         sel = alpha_of_voxel == a
         W[:, sel] = Vt.T @ ((s / (s ** 2 + a))[:, None] * UtY[:, sel])
     return W, U, s, Vt
+
+
+# The four tests of map_to_voxels: (joint | marginal) x (parametric | permutation).
+# Each takes the standardised training regressors Xs (n, k) and the centred
+# training responses Yc (n, n_voxels) and returns (stat, pvalues), both (k, n_voxels).
+def glm_t_test(Xs, Yc):
+    """Joint, parametric: the GLM t-test of each least-squares coefficient.
+
+    ``y_v = X b_v + c_v + e_v`` with Gaussian errors; ``t = b / se(b)``,
+    ``se = sqrt(diag((X'X)^-1) * RSS / df)``, df = n - k - 1 (the intercept is
+    the centring of X and Y).
+
+    Parameters
+    ----------
+    Xs : array-like of shape (n_samples, n_regressors)
+        Regressors, centred (standardised) over the samples.
+    Yc : array-like of shape (n_samples, n_voxels)
+        Responses, centred over the samples.
+
+    Returns
+    -------
+    stat, pvalues : ndarray of shape (n_regressors, n_voxels)
+        t statistics and two-sided p-values.
+
+    Raises
+    ------
+    ValueError
+        If the regressors are collinear or leave no degree of freedom.
+    """
+    from scipy import stats as sps
+
+    n, k = Xs.shape
+    df = n - k - 1
+    if df < 1:
+        raise ValueError(f"too few training stimuli: the GLM t-test needs n > k + 1, got "
+                         f"n={n}, k={k}.")
+    G = Xs.T @ Xs
+    if np.linalg.matrix_rank(G) < k:
+        raise ValueError("the regressors are collinear on the training stimuli, so the "
+                         "GLM t-test is undefined; use joint=False, fewer regressors "
+                         "(e.g. atoms) or significance='permutation'.")
+    Ginv = np.linalg.inv(G)
+    B = Ginv @ Xs.T @ Yc
+    resid = Yc - Xs @ B
+    se = np.sqrt(np.outer(np.diag(Ginv), (resid ** 2).sum(axis=0) / df))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stat = np.where(se > 0, B / se, 0.0)
+    return stat, 2 * sps.t.sf(np.abs(stat), df)
+
+
+def ridge_permutation_test(Xs, Yc, best_alphas, n_permutations, random_state=None):
+    """Joint, permutation: each ridge coefficient against response-label permutations.
+
+    The rows of ``Yc`` are permuted (the regressors keep their mutual
+    correlations), every voxel's ridge coefficients are refitted with its own
+    penalty, and ``p = (1 + #|null| >= |observed|) / (1 + n_permutations)``
+    (:func:`scaleinv_utils.stats.permutation_pvalue`, two-sided). It tests
+    "the voxel depends on none of the regressors".
+
+    Parameters
+    ----------
+    Xs : array-like of shape (n_samples, n_regressors)
+    Yc : array-like of shape (n_samples, n_voxels)
+    best_alphas : array-like of shape (n_voxels,)
+        Ridge penalty of each voxel.
+    n_permutations : int
+    random_state : int, Generator or None
+
+    Returns
+    -------
+    stat, pvalues : ndarray of shape (n_regressors, n_voxels)
+        Ridge coefficients and permutation p-values.
+    """
+    rng = check_random_state(random_state)
+    stat, U, s, Vt = _ridge_path(Xs, Yc, best_alphas)
+    shrink = {a: Vt.T * (s / (s ** 2 + a))[None, :] for a in np.unique(best_alphas)}
+    exceed = np.zeros_like(stat)
+    for _ in range(int(n_permutations)):
+        UtYp = U[rng.permutation(Xs.shape[0])].T @ Yc  # = U.T @ Yc[inverse permutation]
+        null = np.empty_like(stat)
+        for a, M in shrink.items():
+            sel = best_alphas == a
+            null[:, sel] = M @ UtYp[:, sel]
+        exceed += np.abs(null) >= np.abs(stat)
+    # the counting form of stats.permutation_pvalue, without storing every permutation
+    return stat, (1.0 + exceed) / (1.0 + int(n_permutations))
+
+
+def correlation_t_test(r, n_samples):
+    """Marginal, parametric: the t-test of a Pearson correlation (df = n - 2).
+
+    Parameters
+    ----------
+    r : array-like of shape (n_regressors, n_voxels)
+        Correlations (NaN where undefined).
+    n_samples : int
+
+    Returns
+    -------
+    stat, pvalues : ndarray of shape (n_regressors, n_voxels)
+        ``t = r sqrt(df / (1 - r^2))`` and two-sided p-values (NaN where r is).
+    """
+    from scipy import stats as sps
+
+    r = np.asarray(r, dtype=np.float64)
+    df = int(n_samples) - 2
+    rr = np.clip(np.nan_to_num(r), -1 + 1e-15, 1 - 1e-15)
+    stat = rr * np.sqrt(df / (1 - rr ** 2))
+    pvalues = 2 * sps.t.sf(np.abs(stat), df)
+    return stat, np.where(np.isfinite(r), pvalues, np.nan)
+
+
+def correlation_permutation_test(Xs, Yc, r, n_permutations, random_state=None):
+    """Marginal, permutation: each correlation against stimulus-label permutations.
+
+    Parameters
+    ----------
+    Xs : array-like of shape (n_samples, n_regressors)
+        Standardised regressors.
+    Yc : array-like of shape (n_samples, n_voxels)
+        Centred responses.
+    r : array-like of shape (n_regressors, n_voxels)
+        The observed correlations.
+    n_permutations : int
+    random_state : int, Generator or None
+
+    Returns
+    -------
+    stat, pvalues : ndarray of shape (n_regressors, n_voxels)
+        The correlations (NaN -> 0) and two-sided permutation p-values,
+        ``(1 + #|null| >= |r|) / (1 + n_permutations)`` with a 1e-12 tolerance
+        for the rounding of the same correlation computed twice.
+    """
+    rng = check_random_state(random_state)
+    n = Xs.shape[0]
+    stat = np.nan_to_num(np.asarray(r, dtype=np.float64))
+    norms = np.linalg.norm(Yc, axis=0)
+    Ys = Yc / np.where(norms > 0, norms, 1.0)
+    Xn = Xs / np.sqrt(n)
+    exceed = np.zeros_like(stat)
+    for _ in range(int(n_permutations)):
+        exceed += np.abs(Xn[rng.permutation(n)].T @ Ys) >= np.abs(stat) - 1e-12
+    pvalues = (1.0 + exceed) / (1.0 + int(n_permutations))
+    return stat, np.where(np.isfinite(r), pvalues, np.nan)
+
+
+def _fit_joint(X, Y, train_m, test_m, alphas, cv, backend, seed):
+    """Ridge fit with per-voxel penalties; coefficients, penalties and held-out scores."""
+    from .encoding import fit_encoding, pearson_per_voxel, r2_per_voxel
+
+    model = fit_encoding(X[train_m], Y[train_m], alphas=alphas, cv=cv, backend=backend,
+                         random_state=seed)
+    coef = np.asarray(model.coef, dtype=np.float64)
+    best_alphas = np.asarray(model.best_alphas, dtype=np.float64)
+    r_test = r2_test = None
+    if test_m is not None and test_m.sum() >= 2:
+        pred = model.predict(X[test_m])
+        r_test = pearson_per_voxel(Y[test_m], pred)
+        r2_test = r2_per_voxel(Y[test_m], pred)
+    return coef, best_alphas, r_test, r2_test
+
+
+def _fit_marginal(X, Y, train_m, test_m, x_mean, x_sd):
+    """Univariate least squares per (regressor, voxel); correlations and held-out scores."""
+    Xtr, Ytr = X[train_m], Y[train_m]
+    r = _corr_columns(Xtr, Ytr)
+    coef = r * Ytr.std(axis=0)[None, :]
+    r_test = r2_test = None
+    if test_m is not None and test_m.sum() >= 2:
+        # The univariate prediction is affine in the regressor, so its held-out
+        # correlation is the test-set correlation with the training slope's sign.
+        r_test = np.sign(coef) * _corr_columns(X[test_m], Y[test_m])
+        Xte = (X[test_m] - x_mean) / x_sd
+        Yte = Y[test_m]
+        # Prediction b * x + mean_train(y), expanded so no (k, n_test, n_voxels) array is
+        # built: sum (e - b x)^2 = sum e^2 - 2 b sum x e + b^2 sum x^2, e = y - mean_train(y).
+        E = Yte - Ytr.mean(axis=0)
+        ss_res = ((E ** 2).sum(axis=0)[None, :] - 2 * coef * (Xte.T @ E)
+                  + coef ** 2 * (Xte ** 2).sum(axis=0)[:, None])
+        ss_tot = ((Yte - Yte.mean(axis=0)) ** 2).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r2_test = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.nan)
+    return r, coef, r_test, r2_test
 
 
 def map_to_voxels(regressors, Y, *, train=None, test=None, joint=True, significance="parametric",
@@ -620,22 +785,25 @@ def map_to_voxels(regressors, Y, *, train=None, test=None, joint=True, significa
         the Pearson correlation, so the map is computed in closed form (the
         ordinary least-squares slope, i.e. the correlation in units of the voxel's SD).
 
-    Significance (on the training stimuli), then Benjamini-Hochberg FDR over
-    the voxels of each regressor's map:
+    Significance (on the training stimuli), one of four tests, then
+    Benjamini-Hochberg FDR (:func:`scaleinv_utils.stats.fdr_bh`) over the
+    voxels of each regressor's map:
 
-    ``"parametric"``
-        joint: the classical GLM t-test of each least-squares coefficient
-        (df = n - k - 1, as in paper B's GLM); marginal: the t-test of the
-        Pearson correlation (df = n - 2). Exact for Gaussian noise.
-    ``"permutation"``
-        The stimulus labels of the responses are permuted ``n_permutations``
-        times (regressors keep their mutual correlations) and the statistic
-        (joint: ridge coefficient with each voxel's chosen penalty; marginal:
-        correlation) recomputed; p = (1 + #|null| >= |observed|) / (1 + n_permutations).
-        For joint models this tests "the voxel depends on none of the
-        regressors" per coefficient, so with strongly correlated regressors
-        prefer the parametric test. The smallest p is 1/(1 + n_permutations):
-        use enough permutations for FDR over many voxels.
+    ============  =============================  =====================================
+    design        ``"parametric"``               ``"permutation"``
+    ============  =============================  =====================================
+    joint         :func:`glm_t_test`             :func:`ridge_permutation_test`
+    marginal      :func:`correlation_t_test`     :func:`correlation_permutation_test`
+    ============  =============================  =====================================
+
+    The parametric tests are exact for Gaussian noise (GLM: df = n - k - 1, as
+    in paper B's GLM; correlation: df = n - 2). The permutation tests permute
+    the stimulus labels of the responses ``n_permutations`` times;
+    p = (1 + #|null| >= |observed|) / (1 + n_permutations), so the smallest
+    p is 1/(1 + n_permutations): use enough permutations for FDR over many
+    voxels. The joint permutation test asks "the voxel depends on none of the
+    regressors" per coefficient, so with strongly correlated regressors
+    prefer the parametric test.
 
     Parameters
     ----------
@@ -671,8 +839,6 @@ def map_to_voxels(regressors, Y, *, train=None, test=None, joint=True, significa
         If shapes disagree, q or the test is invalid, there are too few
         training stimuli, or (joint parametric) the regressors are collinear.
     """
-    from scipy import stats
-
     X = check_array(regressors, "regressors", min_samples=3)
     Y = check_array(Y, "Y", min_samples=3)
     n = check_consistent_samples(regressors=X, Y=Y)
@@ -689,93 +855,31 @@ def map_to_voxels(regressors, Y, *, train=None, test=None, joint=True, significa
     train_m = _as_mask(train, n, "train")
     test_m = _as_mask(test, n, "test")
     train_m = np.ones(n, dtype=bool) if train_m is None else train_m
-    Xtr, Ytr = X[train_m], Y[train_m]
-    n_tr = Xtr.shape[0]
+    n_tr = int(train_m.sum())
     min_needed = k + 2 if joint else 3
     if n_tr < min_needed:
         raise ValueError(f"too few training stimuli: need at least {min_needed} for "
                          f"{k} regressor(s) (joint={joint}), got {n_tr}.")
     rng = check_random_state(random_state)
-    Xs, x_mean, x_sd = _standardise(Xtr)
+    Xs, x_mean, x_sd = _standardise(X[train_m])
     if np.any(x_sd == 0):
         raise ValueError(f"regressors has {int((x_sd == 0).sum())} constant column(s) on the "
                          "training stimuli; drop them first.")
-    Yc = Ytr - Ytr.mean(axis=0)
+    Yc = Y[train_m] - Y[train_m].mean(axis=0)
     best_alphas = None
-    r_test = r2_test = None
-
     if joint:
-        from .encoding import fit_encoding, pearson_per_voxel, r2_per_voxel
-
-        model = fit_encoding(Xtr, Ytr, alphas=alphas, cv=cv, backend=backend,
-                             random_state=int(rng.integers(2**31 - 1)))
-        coef = np.asarray(model.coef, dtype=np.float64)
-        best_alphas = np.asarray(model.best_alphas, dtype=np.float64)
-        if test_m is not None and test_m.sum() >= 2:
-            pred = model.predict(X[test_m])
-            r_test = pearson_per_voxel(Y[test_m], pred)
-            r2_test = r2_per_voxel(Y[test_m], pred)
+        coef, best_alphas, r_test, r2_test = _fit_joint(X, Y, train_m, test_m, alphas, cv, backend,
+                                                        int(rng.integers(2**31 - 1)))
         if significance == "parametric":
-            df = n_tr - k - 1
-            G = Xs.T @ Xs
-            if np.linalg.matrix_rank(G) < k:
-                raise ValueError("the regressors are collinear on the training stimuli, so the "
-                                 "GLM t-test is undefined; use joint=False, fewer regressors "
-                                 "(e.g. atoms) or significance='permutation'.")
-            Ginv = np.linalg.inv(G)
-            B = Ginv @ Xs.T @ Yc
-            resid = Yc - Xs @ B
-            sigma2 = (resid ** 2).sum(axis=0) / df
-            se = np.sqrt(np.outer(np.diag(Ginv), sigma2))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                stat = np.where(se > 0, B / se, 0.0)
-            pvalues = 2 * stats.t.sf(np.abs(stat), df)
+            stat, pvalues = glm_t_test(Xs, Yc)
         else:
-            stat, U, s, Vt = _ridge_path(Xs, Yc, best_alphas)
-            shrink = {a: Vt.T * (s / (s ** 2 + a))[None, :] for a in np.unique(best_alphas)}
-            exceed = np.zeros_like(stat)
-            for _ in range(int(n_permutations)):
-                UtYp = U[rng.permutation(n_tr)].T @ Yc  # = U.T @ Yc[inverse permutation]
-                null = np.empty_like(stat)
-                for a, M in shrink.items():
-                    sel = best_alphas == a
-                    null[:, sel] = M @ UtYp[:, sel]
-                exceed += np.abs(null) >= np.abs(stat)
-            pvalues = (1.0 + exceed) / (1.0 + n_permutations)
+            stat, pvalues = ridge_permutation_test(Xs, Yc, best_alphas, n_permutations, rng)
     else:
-        r = _corr_columns(Xs, Ytr)
-        y_sd = Ytr.std(axis=0)
-        coef = r * y_sd[None, :]
-        if test_m is not None and test_m.sum() >= 2:
-            # The univariate prediction is affine in the regressor, so its held-out
-            # correlation is the test-set correlation with the training slope's sign.
-            r_te = _corr_columns(X[test_m], Y[test_m])
-            r_test = np.sign(coef) * r_te
-            Xte = (X[test_m] - x_mean) / x_sd
-            Yte = Y[test_m]
-            # Prediction b * x + mean_train(y), expanded so no (k, n_test, n_voxels) array is
-            # built: sum (e - b x)^2 = sum e^2 - 2 b sum x e + b^2 sum x^2, e = y - mean_train(y).
-            E = Yte - Ytr.mean(axis=0)
-            ss_res = ((E ** 2).sum(axis=0)[None, :] - 2 * coef * (Xte.T @ E)
-                      + coef ** 2 * (Xte ** 2).sum(axis=0)[:, None])
-            ss_tot = ((Yte - Yte.mean(axis=0)) ** 2).sum(axis=0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                r2_test = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.nan)
+        r, coef, r_test, r2_test = _fit_marginal(X, Y, train_m, test_m, x_mean, x_sd)
         if significance == "parametric":
-            df = n_tr - 2
-            rr = np.clip(np.nan_to_num(r), -1 + 1e-15, 1 - 1e-15)
-            stat = rr * np.sqrt(df / (1 - rr ** 2))
-            pvalues = 2 * stats.t.sf(np.abs(stat), df)
-            pvalues = np.where(np.isfinite(r), pvalues, np.nan)
+            stat, pvalues = correlation_t_test(r, n_tr)
         else:
-            stat = np.nan_to_num(r)
-            Ys = Yc / np.where(np.linalg.norm(Yc, axis=0) > 0, np.linalg.norm(Yc, axis=0), 1.0)
-            Xn = Xs / np.sqrt(n_tr)
-            exceed = np.zeros_like(stat)
-            for _ in range(int(n_permutations)):
-                exceed += np.abs(Xn[rng.permutation(n_tr)].T @ Ys) >= np.abs(stat) - 1e-12
-            pvalues = (1.0 + exceed) / (1.0 + n_permutations)
-            pvalues = np.where(np.isfinite(r), pvalues, np.nan)
+            stat, pvalues = correlation_permutation_test(Xs, Yc, r, n_permutations, rng)
     qvalues = fdr_bh(pvalues, axis=1)
     sig = np.nan_to_num(qvalues, nan=1.0) <= q
     return VoxelMaps(coef=coef, stat=stat, pvalues=pvalues, qvalues=qvalues,
@@ -921,7 +1025,7 @@ def expected_dice(size_a, size_b, n_voxels):
 
 @dataclass
 class RedundancyResult:
-    """How much the BN sets of different ANs overlap, against a shuffled baseline.
+    """How much the BN sets of different ANs overlap, against a null baseline.
 
     Attributes
     ----------
@@ -930,7 +1034,7 @@ class RedundancyResult:
         with their best-matching other set (``statistic="max"``), or the mean
         overlap over all pairs of non-empty sets (``statistic="mean"``).
     null : ndarray of shape (n_shuffles,)
-        The same after shuffling each set's voxels independently (sizes kept).
+        The same on each null sample (see ``null_model``).
     chance : float
         Mean of ``null``.
     ratio : float
@@ -940,13 +1044,19 @@ class RedundancyResult:
     pvalue : float
         One-sided: (1 + #null >= observed) / (1 + n_shuffles).
     overlap : ndarray of shape (n_sets, n_sets)
+    pair_chance : ndarray of shape (n_sets, n_sets)
+        Mean overlap of each pair over the null samples.
     multiplicity : ndarray of shape (n_voxels,), int
-        How many sets contain each voxel: "how many ANs predict this BN".
+        How many sets contain each voxel: "how many ANs predict this BN"
+        (its detection frequency; the ``"swap"`` null keeps it).
     partners : ndarray of shape (n_sets,), int
         For each set, the number of other sets whose overlap with it exceeds
-        the 95th percentile of shuffled pair overlaps.
+        the 95th percentile of null pair overlaps.
     metric : str
     statistic : str
+    null_model : str
+        ``"swap"`` or ``"sizes"``.
+    stratified : bool
     """
 
     observed: float
@@ -956,10 +1066,13 @@ class RedundancyResult:
     z: float
     pvalue: float
     overlap: np.ndarray = field(repr=False)
+    pair_chance: np.ndarray = field(repr=False)
     multiplicity: np.ndarray = field(repr=False)
     partners: np.ndarray = field(repr=False)
     metric: str = "dice"
     statistic: str = "max"
+    null_model: str = "swap"
+    stratified: bool = False
 
 
 def _pair_values(O):
@@ -982,6 +1095,7 @@ def _redundancy_stat(O, statistic):
 
 
 def _shuffle_sets(M, rng, strata_codes):
+    """Each set's voxels permuted independently (within strata): keeps set sizes only."""
     if strata_codes is None:
         keys = rng.random(M.shape)
         return np.take_along_axis(M, np.argsort(keys, axis=1), axis=1)
@@ -992,25 +1106,199 @@ def _shuffle_sets(M, rng, strata_codes):
     return out
 
 
-def redundancy(masks, *, metric="dice", statistic="max", n_shuffles=200, strata=None,
-               random_state=None):
+def _strata_layout(labels, n_voxels):
+    """Column order grouping strata, each column's stratum and the block starts."""
+    if labels is None:
+        codes = np.zeros(n_voxels, dtype=int)
+    else:
+        _, codes = np.unique(np.asarray(labels), return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    return order, sorted_codes, starts
+
+
+def curveball_round(M, rng, sorted_codes=None, starts=None):
+    """One round of curveball trades: a random pairing of the sets, every pair traded.
+
+    For two sets A and B, the voxels in exactly one of them are pooled and
+    dealt back at random, A receiving as many as it gave (Strona et al.
+    2014). Set sizes (row sums) and each voxel's multiplicity (column sums)
+    are unchanged; with strata, trades stay within each stratum, so each
+    set's count per stratum is kept too. The chain is reversible and its
+    stationary law is uniform over the 0/1 matrices with these margins.
+
+    Parameters
+    ----------
+    M : ndarray of shape (n_sets, n_voxels) or (n_chains, n_sets, n_voxels), bool
+        Columns grouped by stratum (contiguous blocks), when strata are used.
+        Several chains are traded at once, each with its own pairing.
+    rng : numpy.random.Generator
+    sorted_codes : ndarray of shape (n_voxels,), int, or None
+        Stratum of each column, non-decreasing.
+    starts : ndarray of int or None
+        First column of each stratum block.
+
+    Returns
+    -------
+    M : ndarray of the input's shape, bool
+        A new matrix (matrices) with the same margins.
+    """
+    single = M.ndim == 2
+    X = M[None] if single else M
+    n_chains, n_sets, n_vox = X.shape
+    if sorted_codes is None:
+        sorted_codes = np.zeros(n_vox, dtype=int)
+        starts = np.array([0])
+    perm = np.argsort(rng.random((n_chains, n_sets)), axis=1) + n_sets * np.arange(n_chains)[:, None]
+    half = n_sets // 2
+    ia, ib = perm[:, :half].ravel(), perm[:, half:2 * half].ravel()
+    flat = X.reshape(n_chains * n_sets, n_vox)
+    A, B = flat[ia], flat[ib]
+    only_a = A & ~B
+    pool = only_a | (B & ~A)
+    # Order each pair's columns by (stratum, pooled first, random key): inside each
+    # stratum block, the first n_a(stratum) pooled columns go to A, the rest to B.
+    # Deal each pair's pooled voxels back at random, stratum by stratum: sort the pooled
+    # entries by (pair, stratum, random key); in each (pair, stratum) group the first
+    # n_a go to A, where n_a is how many of the group A gave. Only pooled entries are
+    # touched, so the cost follows the sets' sizes, not the number of voxels.
+    n_strata = starts.size
+    rows, cols = np.nonzero(pool)
+    group = rows * n_strata + sorted_codes[cols]
+    order = np.lexsort((rng.random(rows.size), group))
+    rows, cols, group = rows[order], cols[order], group[order]
+    first = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    size = np.diff(np.r_[first, group.size])
+    rank = np.arange(group.size) - np.repeat(first, size)
+    n_a = np.bincount(group, weights=only_a[rows, cols], minlength=group.max() + 1 if group.size else 0)
+    give_a = rank < n_a[group]
+    new_a = A & B
+    new_b = new_a.copy()
+    new_a[rows[give_a], cols[give_a]] = True
+    new_b[rows[~give_a], cols[~give_a]] = True
+    out = flat.copy()
+    out[ia] = new_a
+    out[ib] = new_b
+    out = out.reshape(X.shape)
+    return out[0] if single else out
+
+
+def swap_null(masks, n_samples, *, n_rounds=20, strata=None, random_state=None):
+    """Null samples of BN sets with the observed set sizes and voxel multiplicities.
+
+    Fixed-margin swap randomisation (curveball trades, :func:`curveball_round`)
+    in the parallel scheme of Besag & Clifford (1989): the chain is run
+    ``n_rounds`` rounds from the observed matrix to a hub, then every sample
+    is ``n_rounds`` independent rounds from the hub. Because the chain is
+    reversible, the observed matrix and the samples are exchangeable under
+    the null "the sets are random given their margins", so a p-value against
+    them is exact however well the chain mixes (more rounds give more power).
+
+    Parameters
+    ----------
+    masks : array-like of shape (n_sets, n_voxels), bool
+    n_samples : int
+    n_rounds : int
+        Rounds of pairwise trades between hub and sample (each round trades
+        every set once).
+    strata : array-like of shape (n_voxels,) or None
+        Trade only within these labels (each set's count per stratum is kept).
+    random_state : int, Generator or None
+
+    Returns
+    -------
+    samples : ndarray of shape (n_samples, n_sets, n_voxels), bool
+    """
+    M = _check_masks(masks)
+    if int(n_rounds) < 1:
+        raise ValueError(f"n_rounds must be at least 1, got {n_rounds}.")
+    if strata is not None and np.asarray(strata).shape != (M.shape[1],):
+        raise ValueError(f"strata must have shape ({M.shape[1]},), got {np.asarray(strata).shape}.")
+    rng = check_random_state(random_state)
+    order, codes, starts = _strata_layout(strata, M.shape[1])
+    inverse = np.argsort(order)
+    hub = M[:, order]
+    for _ in range(int(n_rounds)):
+        hub = curveball_round(hub, rng, codes, starts)
+    out = np.empty((int(n_samples),) + M.shape, dtype=bool)
+    chunk = max(1, int(4e6 // M.size))  # chains traded together, bounded memory
+    for s in range(0, int(n_samples), chunk):
+        X = np.repeat(hub[None], min(chunk, int(n_samples) - s), axis=0)
+        for _ in range(int(n_rounds)):
+            X = curveball_round(X, rng, codes, starts)
+        out[s:s + X.shape[0]] = X[:, :, inverse]
+    return out
+
+
+def detectability_strata(noise_ceiling, networks=None, *, n_bins=10):
+    """Labels grouping voxels of similar detectability: network x noise-ceiling bin.
+
+    A voxel with a high noise ceiling is detected by many ANs whatever they
+    encode; shuffling BN sets only within these strata keeps that, so overlap
+    beyond "both sets contain the reliable voxels" is what is tested.
+
+    Parameters
+    ----------
+    noise_ceiling : array-like of shape (n_voxels,)
+        E.g. ``subj.noise_ceiling()``; NaN voxels form their own bin.
+    networks : array-like of shape (n_voxels,) or None
+        Quantiles are taken within each network.
+    n_bins : int
+        Quantile bins (10: deciles).
+
+    Returns
+    -------
+    strata : ndarray of shape (n_voxels,), str
+        ``"<network>|nc<bin>"``.
+    """
+    nc = check_array(noise_ceiling, "noise_ceiling", ndim=1, allow_nan=True)
+    if int(n_bins) < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}.")
+    net = np.full(nc.shape, "all", dtype=object) if networks is None else np.asarray(networks)
+    if net.shape != nc.shape:
+        raise ValueError(f"networks must have shape {nc.shape}, got {net.shape}.")
+    bins = np.full(nc.shape, -1)
+    for key in np.unique(net.astype(str)):
+        sel = (net.astype(str) == key) & np.isfinite(nc)
+        if sel.sum() == 0:
+            continue
+        ranks = np.argsort(np.argsort(nc[sel], kind="stable"), kind="stable")
+        bins[sel] = (ranks * int(n_bins)) // sel.sum()
+    return np.array([f"{n}|nc{b}" for n, b in zip(net.astype(str), bins)])
+
+
+def redundancy(masks, *, metric="dice", statistic="max", n_shuffles=200, null="swap", strata=None,
+               n_rounds=20, random_state=None):
     """Functional redundancy: do different ANs predict overlapping BN sets?
 
-    The observed overlap statistic is compared with a baseline in which each
-    set's voxels are shuffled independently, which keeps every set's size (a
-    big set overlaps others by chance) and destroys shared structure.
+    The observed overlap statistic is compared with BN sets drawn from a null
+    that keeps what overlap by chance depends on. Two nulls:
+
+    ``"swap"`` (default)
+        Fixed-margin swap randomisation (:func:`swap_null`): every set keeps
+        its size and every voxel keeps its *detection frequency* (how many
+        sets contain it). Reliable voxels are detected by many ANs whether or
+        not the ANs share anything, so a null that lets them move to other
+        voxels calls independent ANs "redundant"; this one does not.
+    ``"sizes"``
+        Each set's voxels shuffled independently: keeps set sizes only. It
+        confuses reliability with redundancy; kept for comparison.
+
+    Either can be stratified (``strata``): trades or shuffles stay within
+    labels such as :func:`detectability_strata` (network x noise-ceiling
+    decile) or networks, so each set also keeps its count per stratum.
 
     Two statistics:
 
     ``"max"`` (default)
         For each AN, the overlap of its BN set with the most similar other
         AN's set, averaged over ANs: "does every AN have a near-duplicate?".
-        It is high when ANs come in redundant groups, however many groups
-        there are.
     ``"mean"``
-        The mean overlap over all pairs. With a few large, disjoint groups of
-        BN sets it can fall *below* chance even though every AN has a perfect
-        duplicate, so it suits sparse BN sets best.
+        The mean overlap over all pairs. Under the swap null it is nearly
+        fixed by the voxels' multiplicities (the total pairwise intersection
+        is ``sum_v C(m_v, 2)``), so its ratio stays near 1 even when its
+        p-value is small; prefer ``"max"`` there.
 
     Parameters
     ----------
@@ -1019,10 +1307,11 @@ def redundancy(masks, *, metric="dice", statistic="max", n_shuffles=200, strata=
     metric : {"dice", "jaccard"}
     statistic : {"max", "mean"}
     n_shuffles : int
+        Null samples.
+    null : {"swap", "sizes"}
     strata : array-like of shape (n_voxels,) or None
-        Shuffle only within these labels (e.g. ``subj.voxels.network``): a
-        stricter baseline that keeps how many voxels each set has in each
-        network, so overlap beyond "both prefer the same network" is tested.
+    n_rounds : int
+        Curveball rounds per swap sample (``null="swap"``).
     random_state : int or None
 
     Returns
@@ -1038,6 +1327,8 @@ def redundancy(masks, *, metric="dice", statistic="max", n_shuffles=200, strata=
         raise ValueError(f"metric must be 'dice' or 'jaccard', got {metric!r}.")
     if statistic not in ("max", "mean"):
         raise ValueError(f"statistic must be 'max' or 'mean', got {statistic!r}.")
+    if null not in ("swap", "sizes"):
+        raise ValueError(f"null must be 'swap' or 'sizes', got {null!r}.")
     M = _check_masks(masks)
     n_nonempty = int((M.sum(axis=1) > 0).sum())
     if n_nonempty < 2:
@@ -1053,26 +1344,98 @@ def redundancy(masks, *, metric="dice", statistic="max", n_shuffles=200, strata=
     rng = check_random_state(random_state)
     O = pairwise_overlap(M, metric)
     observed = _redundancy_stat(O, statistic)
-    null = np.empty(int(n_shuffles))
+    if null == "swap":
+        samples = swap_null(M, int(n_shuffles), n_rounds=n_rounds, strata=strata, random_state=rng)
+    else:
+        samples = (_shuffle_sets(M, rng, codes) for _ in range(int(n_shuffles)))
+    null_stat = np.empty(int(n_shuffles))
+    pair_sum = np.zeros_like(O)
     pair_null = []
-    for s in range(int(n_shuffles)):
-        Os = pairwise_overlap(_shuffle_sets(M, rng, codes), metric)
-        null[s] = _redundancy_stat(Os, statistic)
+    for s, Ms in enumerate(samples):
+        Os = pairwise_overlap(Ms, metric)
+        null_stat[s] = _redundancy_stat(Os, statistic)
+        pair_sum += np.nan_to_num(Os)
         if s < 50:
             pair_null.append(_pair_values(Os))
-    chance = float(null.mean())
-    sd = float(null.std(ddof=1))
+    pair_chance = np.where(np.isfinite(O), pair_sum / int(n_shuffles), np.nan)
+    chance = float(null_stat.mean())
+    sd = float(null_stat.std(ddof=1))
     thresh = np.percentile(np.concatenate(pair_null), 95)
     off = np.where(np.isfinite(O), O, -np.inf)
     np.fill_diagonal(off, -np.inf)
     partners = (off > thresh).sum(axis=1).astype(int)
     z = (observed - chance) / sd if sd > 0 else float("nan")
     ratio = observed / chance if chance > 0 else float("nan")
-    pvalue = float((1 + np.sum(null >= observed)) / (1 + null.size))
-    return RedundancyResult(observed=observed, null=null, chance=chance, ratio=float(ratio),
-                            z=float(z), pvalue=pvalue, overlap=O,
+    pvalue = float(stats.permutation_pvalue(observed, null_stat, alternative="greater"))
+    return RedundancyResult(observed=observed, null=null_stat, chance=chance, ratio=float(ratio),
+                            z=float(z), pvalue=pvalue, overlap=O, pair_chance=pair_chance,
                             multiplicity=M.sum(axis=0).astype(int), partners=partners,
-                            metric=metric, statistic=statistic)
+                            metric=metric, statistic=statistic, null_model=null,
+                            stratified=strata is not None)
+
+
+def overlap_vs_correlation(result, activity, *, bins=(0.0, 0.2, 0.5, 1.0), n_permutations=1000,
+                           random_state=None):
+    """Redundancy relative to the AN-AN correlation structure.
+
+    Two ANs whose activities correlate predict overlapping BN sets for that
+    reason alone. This splits the pairs of ANs by their absolute correlation
+    over stimuli and reports, per bin, the observed mean overlap, its chance
+    level under the null of ``result`` and their ratio; and the Spearman
+    correlation between each pair's excess overlap (observed - chance) and
+    its |r|, with a Mantel-type p-value (ANs relabelled at random in the
+    correlation matrix). Overlap above chance among weakly correlated pairs
+    is redundancy that the ANs' shared activity does not explain.
+
+    Parameters
+    ----------
+    result : RedundancyResult
+        From :func:`redundancy` on the BN sets of these ANs.
+    activity : array-like of shape (n_samples, n_sets)
+        The ANs' activity (columns in the order of the BN sets).
+    bins : sequence of float
+        Edges of the |r| bins (the last bin includes its right edge).
+    n_permutations : int
+    random_state : int or None
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per bin: ``n_pairs``, ``observed``, ``chance``, ``ratio``.
+    rho : float
+        Spearman correlation of excess overlap with |r| over pairs.
+    pvalue : float
+        One-sided (greater) Mantel p-value of ``rho``.
+    """
+    import pandas as pd
+
+    A = check_array(activity, "activity", min_samples=3)
+    O, C = result.overlap, result.pair_chance
+    if A.shape[1] != O.shape[0]:
+        raise ValueError(f"activity has {A.shape[1]} columns but result has {O.shape[0]} BN sets.")
+    R = np.abs(_corr_columns(A, A))
+    iu = np.triu_indices(O.shape[0], 1)
+    ok = np.isfinite(O[iu]) & np.isfinite(R[iu])
+    r_pairs, o_pairs, c_pairs = R[iu][ok], O[iu][ok], C[iu][ok]
+    edges = np.asarray(bins, dtype=float)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (r_pairs >= lo) & ((r_pairs < hi) | ((hi == edges[-1]) & (r_pairs <= hi)))
+        obs = float(o_pairs[sel].mean()) if sel.any() else np.nan
+        ch = float(c_pairs[sel].mean()) if sel.any() else np.nan
+        rows.append({"|r| bin": f"[{lo:g}, {hi:g}{']' if hi == edges[-1] else ')'}",
+                     "n_pairs": int(sel.sum()), "observed": obs, "chance": ch,
+                     "ratio": obs / ch if ch and ch > 0 else np.nan})
+    excess = o_pairs - c_pairs
+    rho = float(stats.spearman(excess, r_pairs)) if ok.sum() > 2 else float("nan")
+    rng = check_random_state(random_state)
+    null = np.empty(int(n_permutations))
+    idx_ok = (iu[0][ok], iu[1][ok])
+    for b in range(int(n_permutations)):
+        p = rng.permutation(O.shape[0])
+        null[b] = stats.spearman(excess, R[p][:, p][idx_ok])
+    pvalue = float(stats.permutation_pvalue(rho, null, alternative="greater"))
+    return pd.DataFrame(rows).set_index("|r| bin"), rho, pvalue
 
 
 # --------------------------------------------------------------------------- networks and layers
@@ -1170,7 +1533,11 @@ def polarity_by_layer(positive, negative, layer, *, networks=None, order=None):
 
 
 def polarity_trend(table):
-    """Trends of positive and negative BN counts across layers.
+    """Least-squares trends of positive and negative BN counts across layers.
+
+    A description, not a test: with a handful of layers two slopes have
+    opposite signs about half the time by chance. :func:`mirrored_test`
+    gives intervals and a p-value for "mirrored".
 
     Parameters
     ----------
@@ -1181,9 +1548,8 @@ def polarity_trend(table):
     -------
     trend : dict
         ``slope_positive``, ``slope_negative`` (least-squares change per
-        layer), ``correlation`` (Pearson r between the positive and negative
-        series over layers), ``slope_balance`` and ``mirrored`` (True when the
-        two slopes have opposite signs: one polarity grows as the other shrinks).
+        layer), ``slope_balance`` and ``correlation`` (Pearson r between the
+        positive and negative series over layers).
     """
     if "network" in table.columns and table["network"].nunique() > 1:
         raise ValueError("table has several networks; select one network's rows first.")
@@ -1197,10 +1563,276 @@ def polarity_trend(table):
     sn = float(np.polyfit(depth, neg, 1)[0])
     ok = np.isfinite(bal)
     sb = float(np.polyfit(depth[ok], bal[ok], 1)[0]) if ok.sum() >= 2 else float("nan")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = float(np.corrcoef(pos, neg)[0, 1]) if pos.std() > 0 and neg.std() > 0 else float("nan")
-    return {"slope_positive": sp, "slope_negative": sn, "slope_balance": sb,
-            "correlation": corr, "mirrored": bool(sp * sn < 0)}
+    corr = float(stats.pearson(pos, neg))
+    return {"slope_positive": sp, "slope_negative": sn, "slope_balance": sb, "correlation": corr}
+
+
+def _layer_slopes(pos, neg, codes, depth):
+    """Slopes over depth of the per-layer mean counts; pos, neg (..., n_ans)."""
+    n_layers = depth.size
+    onehot = np.zeros((codes.size, n_layers))
+    onehot[np.arange(codes.size), codes] = 1.0
+    onehot /= onehot.sum(axis=0, keepdims=True)
+    mp, mn = pos @ onehot, neg @ onehot  # (..., n_layers)
+    dc = depth - depth.mean()
+    den = (dc ** 2).sum()
+    return mp @ dc / den, mn @ dc / den
+
+
+@dataclass
+class MirrorResult:
+    """Are the trends of positive and negative BN counts across layers mirrored?
+
+    Attributes
+    ----------
+    slope_positive, slope_negative : float
+        Least-squares change per layer of the mean BN count per AN.
+    slope_positive_ci, slope_negative_ci : tuple of float
+        Bootstrap percentile intervals (ANs resampled within each layer).
+    statistic : float
+        ``-slope_positive * slope_negative``: positive when one polarity
+        grows as the other shrinks, larger for steeper opposite trends.
+    statistic_ci : tuple of float
+        Its bootstrap percentile interval.
+    null : ndarray of shape (n_permutations,)
+        The statistic under the layer-order null (the sign-flip null for
+        ``null_model="flip"``).
+    pvalue : float
+        One-sided: (1 + #null >= statistic) / (1 + n_permutations); for
+        ``"both"`` the larger of the two nulls' p-values.
+    pvalue_layers, pvalue_flip : float
+        Each null's p-value (NaN when not run).
+    null_model : str
+    """
+
+    slope_positive: float
+    slope_negative: float
+    slope_positive_ci: tuple
+    slope_negative_ci: tuple
+    statistic: float
+    statistic_ci: tuple
+    null: np.ndarray = field(repr=False)
+    pvalue: float = float("nan")
+    pvalue_layers: float = float("nan")
+    pvalue_flip: float = float("nan")
+    null_model: str = "both"
+
+
+def mirrored_test(positive, negative, layer, *, order=None, null="both", n_permutations=1000,
+                  n_boot=1000, level=0.95, random_state=None):
+    """Test paper B's "mirrored trends" of positive and negative BNs across layers.
+
+    The statistic is ``m = -s+ s-``, with ``s+`` and ``s-`` the least-squares
+    slopes over layer depth of the mean positive and negative BN counts per
+    AN. Null samples destroy what a mirror needs:
+
+    ``"layers"``
+        The layer order is permuted (every AN keeps its counts): no trend.
+    ``"flip"``
+        Each AN's sign is flipped at random (its positive and negative sets
+        swap): polarity carries no information.
+    ``"both"`` (default)
+        Both, as an intersection-union test: p is the larger of the two
+        p-values. Each null alone is fooled by one polarity trending while
+        the other stays flat (m near 0 sits above a null whose slopes share
+        the trend, for the flip null; simulated, the flip null calls that
+        "mirrored" nearly always, the combined one about as often as alpha).
+
+    Each ``p = (1 + #(m_null >= m)) / (1 + n_permutations)``. The slopes get
+    bootstrap intervals, ANs resampled with replacement within each layer.
+    The test is only meaningful when AN signs mean the same thing in every
+    layer (:func:`orient_ans`); with signs fixed per head by an arbitrary
+    convention, a flip in one layer moves counts between the two series.
+
+    Parameters
+    ----------
+    positive, negative : array-like of shape (n_ans, n_voxels), bool
+        BN sets (``maps.positive``, ``maps.negative``), or counts of shape (n_ans,).
+    layer : array-like of shape (n_ans,)
+        Layer of each AN; depth follows ``order`` or first appearance.
+    order : list or None
+    null : {"both", "layers", "flip"}
+    n_permutations, n_boot : int
+    level : float
+        Coverage of the slope intervals.
+    random_state : int or None
+
+    Returns
+    -------
+    result : MirrorResult
+
+    Raises
+    ------
+    ValueError
+        For fewer than 3 layers, mismatched shapes or an unknown null.
+    """
+    if null not in ("both", "layers", "flip"):
+        raise ValueError(f"null must be 'both', 'layers' or 'flip', got {null!r}.")
+    P, N = np.asarray(positive), np.asarray(negative)
+    if P.shape != N.shape:
+        raise ValueError(f"positive and negative must have the same shape, got {P.shape} and {N.shape}.")
+    pos = P.sum(axis=1).astype(float) if P.ndim == 2 else P.astype(float)
+    neg = N.sum(axis=1).astype(float) if N.ndim == 2 else N.astype(float)
+    layer = np.asarray(layer).astype(str)
+    if layer.shape != pos.shape:
+        raise ValueError(f"layer must have shape {pos.shape}, got {layer.shape}.")
+    names = list(dict.fromkeys(layer.tolist())) if order is None else [str(o) for o in order]
+    missing = set(layer.tolist()) - set(names)
+    if missing:
+        raise ValueError(f"layers {sorted(missing)} are not in order={names}.")
+    if len(names) < 3:
+        raise ValueError(f"a mirrored trend needs at least 3 layers, got {len(names)}.")
+    codes = np.array([names.index(l) for l in layer])
+    depth = np.arange(len(names), dtype=float)
+    rng = check_random_state(random_state)
+    sp, sn = _layer_slopes(pos, neg, codes, depth)
+    observed = float(-sp * sn)
+    n_perm = int(n_permutations)
+    nulls = {}
+    if null in ("layers", "both"):
+        # every AN keeps its counts, the layers are put in a random order
+        perm_codes = np.array([rng.permutation(len(names)) for _ in range(n_perm)])[:, codes]
+        sl = np.array([_layer_slopes(pos, neg, perm_codes[b], depth) for b in range(n_perm)])
+        nulls["layers"] = -sl[:, 0] * sl[:, 1]
+    if null in ("flip", "both"):
+        # every AN's positive and negative sets swap with probability 1/2
+        flip = rng.random((n_perm, pos.size)) < 0.5
+        sp_f, sn_f = _layer_slopes(np.where(flip, neg, pos), np.where(flip, pos, neg), codes, depth)
+        nulls["flip"] = -sp_f * sn_f
+    pvalues = {k: float(stats.permutation_pvalue(observed, v, alternative="greater"))
+               for k, v in nulls.items()}
+    # Intersection-union: "mirrored" needs both a trend (layers null) and meaningful
+    # signs (flip null); each null alone calls "one polarity trends, the other is
+    # flat" mirrored too often (the flip null almost always), the larger p does not.
+    pvalue = max(pvalues.values())
+    null_stat = nulls["layers"] if "layers" in nulls else nulls["flip"]
+    # bootstrap: resample ANs within each layer
+    boot = np.empty((int(n_boot), 2))
+    members = [np.flatnonzero(codes == c) for c in range(len(names))]
+    for b in range(int(n_boot)):
+        idx = np.concatenate([rng.choice(m, size=m.size, replace=True) for m in members])
+        boot[b] = _layer_slopes(pos[idx], neg[idx], codes[idx], depth)
+    lo, hi = stats.percentile_interval(boot, level=level, axis=0)
+    m_lo, m_hi = stats.percentile_interval(-boot[:, 0] * boot[:, 1], level=level)
+    return MirrorResult(slope_positive=float(sp), slope_negative=float(sn),
+                        statistic_ci=(float(m_lo), float(m_hi)),
+                        slope_positive_ci=(float(lo[0]), float(hi[0])),
+                        slope_negative_ci=(float(lo[1]), float(hi[1])), statistic=observed,
+                        null=null_stat, pvalue=pvalue, pvalue_layers=pvalues.get("layers", np.nan),
+                        pvalue_flip=pvalues.get("flip", np.nan), null_model=null)
+
+
+def readout_reference(final_features):
+    """The fixed readout direction of a tower as one signal over stimuli.
+
+    The first principal component of the tower's final embedding (the
+    representation every layer writes towards), oriented so that its
+    loadings sum to a positive number. It is one convention for the whole
+    tower, so AN signs oriented against it (:func:`orient_ans`) mean the same
+    thing in every layer.
+
+    Parameters
+    ----------
+    final_features : array-like of shape (n_samples, n_features)
+        E.g. ``get_features(model, stimuli, layers="final")["final"]``.
+
+    Returns
+    -------
+    reference : ndarray of shape (n_samples,)
+    """
+    F = check_array(final_features, "final_features", ndim=2, min_samples=3)
+    Fc = F - F.mean(axis=0)
+    _, _, Vt = np.linalg.svd(Fc, full_matrices=False)
+    u = Vt[0]
+    if u.sum() < 0:
+        u = -u
+    return Fc @ u
+
+
+def orient_ans(activity, reference):
+    """Flip each AN so that it correlates positively with one reference signal.
+
+    A head's first principal component has no sign of its own. Orienting
+    every AN of every layer against the *same* stimulus-level readout (e.g.
+    :func:`readout_reference`) makes "positive" mean the same in every layer,
+    so positive and negative BN counts can be compared across layers.
+
+    Parameters
+    ----------
+    activity : array-like of shape (n_samples, n_ans)
+    reference : array-like of shape (n_samples,)
+
+    Returns
+    -------
+    oriented : ndarray of shape (n_samples, n_ans)
+    sign : ndarray of shape (n_ans,)
+        +1 or -1 (+1 where the correlation is 0 or undefined).
+    agreement : ndarray of shape (n_ans,)
+        Pearson r of each oriented AN with the reference (>= 0): how much the
+        orientation is worth; near 0 the sign is a coin flip.
+    """
+    A = check_array(activity, "activity", min_samples=3)
+    ref = check_array(reference, "reference", ndim=1, min_samples=3)
+    check_consistent_samples(activity=A, reference=ref)
+    r = np.asarray(stats.pearson(A, ref[:, None], axis=0), dtype=float).reshape(-1)
+    sign = np.where(np.nan_to_num(r) < 0, -1.0, 1.0)
+    return A * sign, sign, np.abs(np.nan_to_num(r))
+
+
+def network_polarity(coef, significant, networks, *, order=None, n_permutations=1000,
+                     random_state=None):
+    """The polarity of each network's BNs, tested against random voxel signs.
+
+    For each network, ``balance = (n+ - n-) / (n+ + n-)`` over all its
+    significant (AN, voxel) pairs. The null flips the sign of each voxel's
+    coefficients at random (the same flip for all ANs, so the ANs' mutual
+    dependence is kept): "the network's voxels do not share a polarity".
+    p is two-sided; NaN for a network without BNs.
+
+    Parameters
+    ----------
+    coef : array-like of shape (n_ans, n_voxels)
+        Signed maps (``maps.coef`` or ``maps.stat``).
+    significant : array-like of shape (n_ans, n_voxels), bool
+    networks : array-like of shape (n_voxels,)
+    order : list or None
+    n_permutations : int
+    random_state : int or None
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Index network; ``n_positive``, ``n_negative``, ``balance``, ``pvalue``.
+    """
+    import pandas as pd
+
+    C = check_array(coef, "coef", allow_nan=True)
+    S = _check_masks(significant, "significant")
+    if S.shape != C.shape:
+        raise ValueError(f"significant has shape {S.shape} but coef has {C.shape}.")
+    net = np.asarray(networks)
+    if net.shape != (C.shape[1],):
+        raise ValueError(f"networks must have shape ({C.shape[1]},), got {net.shape}.")
+    sgn = np.where(S, np.sign(np.nan_to_num(C)), 0.0)
+    per_voxel = sgn.sum(axis=0)           # n+ - n- of each voxel
+    count = np.abs(sgn).sum(axis=0)       # n+ + n- of each voxel
+    rng = check_random_state(random_state)
+    keys = sorted(set(net.tolist())) if order is None else list(order)
+    flips = np.where(rng.random((int(n_permutations), C.shape[1])) < 0.5, -1.0, 1.0)
+    rows = []
+    for key in keys:
+        sel = net == key
+        tot = count[sel].sum()
+        if tot == 0:
+            rows.append({"network": key, "n_positive": 0, "n_negative": 0, "balance": np.nan,
+                         "pvalue": np.nan})
+            continue
+        obs = per_voxel[sel].sum() / tot
+        null = flips[:, sel] @ per_voxel[sel] / tot
+        rows.append({"network": key, "n_positive": int((sgn[:, sel] > 0).sum()),
+                     "n_negative": int((sgn[:, sel] < 0).sum()), "balance": float(obs),
+                     "pvalue": float(stats.permutation_pvalue(obs, null, alternative="two-sided"))})
+    return pd.DataFrame(rows).set_index("network")
 
 
 def modality_specificity(masks_a, masks_b, networks, *, labels=("image", "text"), order=None):
@@ -1246,6 +1878,357 @@ def modality_specificity(masks_a, masks_b, networks, *, labels=("image", "text")
                      "neither": int((~a & ~b).sum()),
                      "cross-modal fraction": both / union if union else np.nan})
     return pd.DataFrame(rows).set_index("network")
+
+
+def _best_an_test_r(X, Y, train_m, test_m):
+    """Each voxel's training-chosen best AN (largest training |r|) and its test predictions.
+
+    Returns the sign-corrected best-AN activity on the test rows (n_test, n_voxels),
+    so that its Pearson r with the test responses is the held-out r of the voxel's
+    univariate model.
+    """
+    r_train = _corr_columns(X[train_m], Y[train_m])
+    best = np.argmax(np.nan_to_num(np.abs(r_train), nan=-1.0), axis=0)
+    sign = np.sign(np.nan_to_num(r_train[best, np.arange(Y.shape[1])]))
+    return X[test_m][:, best] * sign[None, :]
+
+
+def _network_medians(values, codes, n_codes):
+    """Median of values (..., n_voxels) within each code: (..., n_codes)."""
+    out = np.full(values.shape[:-1] + (n_codes,), np.nan)
+    for c in range(n_codes):
+        sel = codes == c
+        if sel.any():
+            out[..., c] = np.nanmedian(values[..., sel], axis=-1)
+    return out
+
+
+def compare_feature_sets(feature_sets, Y, *, train, test, networks, noise_ceiling=None,
+                         baseline=None, order=None, n_boot=200, n_shuffles=200, level=0.95,
+                         random_state=None):
+    """B1 against baselines: held-out prediction of several AN sets, per network.
+
+    For every feature set (trained model, random-init seeds, unimodal towers)
+    each voxel's best AN is chosen on the training stimuli (largest |r|) and
+    scored on the test stimuli (held-out Pearson r of its univariate model),
+    divided by the voxel's noise ceiling on r, ``sqrt(NC / 100)`` (NC in
+    percent of variance, :meth:`SubjectData.noise_ceiling`); the network's
+    score is the median over its voxels. Three things come with it:
+
+    - a percentile interval from resampling the **test stimuli** (the same
+      resamples for every set, so differences are paired);
+    - a **stimulus-shuffle null**: the test responses' stimulus labels
+      permuted (the same permutation for all voxels), so
+      ``p = (1 + #null >= observed) / (1 + n_shuffles)`` asks whether the
+      set predicts anything;
+    - with ``baseline``, the paired difference from that set, its interval
+      and a one-sided bootstrap p-value ``(1 + #diff* <= 0) / (1 + n_boot)``
+      for "above the baseline".
+
+    Parameters
+    ----------
+    feature_sets : dict of str to array-like of shape (n_samples, n_ans)
+        AN activity of each set, rows aligned with ``Y``.
+    Y : array-like of shape (n_samples, n_voxels)
+    train, test : array-like of bool of shape (n_samples,) or indices
+    networks : array-like of shape (n_voxels,)
+    noise_ceiling : array-like of shape (n_voxels,) or None
+        In percent; None reports raw r. Voxels with NC <= 0 are dropped.
+    baseline : str or None
+        Key of ``feature_sets`` to compare every other set with.
+    order : list or None
+        Networks to report, in this order.
+    n_boot, n_shuffles : int
+    level : float
+    random_state : int or None
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per (set, network): ``score``, ``ci_low``, ``ci_high``,
+        ``null_high`` (the ``level`` quantile of the shuffle null),
+        ``pvalue``; with a baseline also ``diff``, ``diff_low``,
+        ``diff_high``, ``p_above_baseline``.
+
+    Raises
+    ------
+    ValueError
+        For an empty dict, an unknown baseline or misaligned shapes.
+    """
+    import pandas as pd
+
+    if not feature_sets:
+        raise ValueError("feature_sets is empty; pass at least one AN feature set.")
+    if baseline is not None and baseline not in feature_sets:
+        raise ValueError(f"baseline {baseline!r} is not a key of feature_sets "
+                         f"({list(feature_sets)}).")
+    Y = check_array(Y, "Y", min_samples=4)
+    n = Y.shape[0]
+    train_m, test_m = _as_mask(train, n, "train"), _as_mask(test, n, "test")
+    if train_m is None or test_m is None or test_m.sum() < 4:
+        raise ValueError("train and test must both be given, with at least 4 test stimuli.")
+    net = np.asarray(networks)
+    if net.shape != (Y.shape[1],):
+        raise ValueError(f"networks must have shape ({Y.shape[1]},), got {net.shape}.")
+    scale = np.ones(Y.shape[1])
+    if noise_ceiling is not None:
+        nc = check_array(noise_ceiling, "noise_ceiling", ndim=1, allow_nan=True)
+        if nc.shape != (Y.shape[1],):
+            raise ValueError(f"noise_ceiling must have shape ({Y.shape[1]},), got {nc.shape}.")
+        scale = np.where(nc > 0, np.sqrt(np.clip(nc, 0, None) / 100.0), np.nan)
+    keys = sorted(set(net.tolist())) if order is None else list(order)
+    codes = np.full(net.shape, -1)
+    for c, key in enumerate(keys):
+        codes[net == key] = c
+    rng = check_random_state(random_state)
+    n_test = int(test_m.sum())
+    boot_idx = rng.integers(0, n_test, size=(int(n_boot), n_test))
+    shuffles = np.array([rng.permutation(n_test) for _ in range(int(n_shuffles))])
+    Yte = Y[test_m]
+    est, boots, nulls = {}, {}, {}
+    for name, A in feature_sets.items():
+        X = check_array(A, f"feature_sets[{name!r}]", min_samples=4)
+        check_consistent_samples(**{f"feature_sets[{name!r}]": X, "Y": Y})
+        P = _best_an_test_r(X, Y, train_m, test_m)
+        score = lambda rows_y, rows_p: stats.pearson(Yte[rows_y], P[rows_p], axis=0) / scale
+        est[name] = _network_medians(score(slice(None), slice(None)), codes, len(keys))
+        boots[name] = np.array([_network_medians(score(b, b), codes, len(keys)) for b in boot_idx])
+        nulls[name] = np.array([_network_medians(score(s, slice(None)), codes, len(keys))
+                                for s in shuffles])
+    rows = []
+    for name in feature_sets:
+        lo, hi = stats.percentile_interval(boots[name], level)
+        null_hi = np.nanquantile(nulls[name], level, axis=0)
+        p = stats.permutation_pvalue(est[name], nulls[name], alternative="greater")
+        for c, key in enumerate(keys):
+            row = {"set": name, "network": key, "score": est[name][c], "ci_low": lo[c],
+                   "ci_high": hi[c], "null_high": null_hi[c], "pvalue": p[c]}
+            if baseline is not None:
+                d = boots[name][:, c] - boots[baseline][:, c]
+                dlo, dhi = stats.percentile_interval(d, level)
+                row.update(diff=est[name][c] - est[baseline][c], diff_low=dlo, diff_high=dhi,
+                           p_above_baseline=float((1 + np.sum(d <= 0)) / (1 + d.size)))
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["set", "network"])
+
+
+def _pooled_coverage(masks, codes, n_codes):
+    """Fraction of each code's voxels in the union of masks: (n_codes,)."""
+    union = masks.any(axis=0)
+    return np.array([union[codes == c].mean() if (codes == c).any() else np.nan
+                     for c in range(n_codes)]), union
+
+
+def cross_modal_test(activity_by_family, Y, *, train, networks, families=None, shuffle=None,
+                     n_ans=None, n_subsamples=20, n_shuffles=20, q=0.05, order=None, level=0.95,
+                     random_state=None):
+    """B4: modality-specific and cross-modal BNs, normalised and against mismatched captions.
+
+    Two AN families (e.g. an image tower and a text tower, or a fused
+    model's heads) are mapped one AN at a time (:func:`map_to_voxels`,
+    parametric, FDR ``q``). A voxel is *covered* by a family when at least one
+    of its ANs predicts it; *cross-modal* when both families cover it. Raw
+    pooled coverage grows with the number of ANs, so:
+
+    - **AN count.** Each family is reduced to ``n_ans`` ANs (default: the
+      smaller family's count), drawn ``n_subsamples`` times; values are means
+      over draws, intervals percentiles over draws.
+    - **BN-set size.** The cross-modal fraction ``both / (A or B)`` is set
+      against its chance level if the two covers were placed independently,
+      ``ab / (a + b - ab)`` for covered fractions ``a``, ``b``.
+    - **Mismatched captions.** The rows of family ``shuffle``'s activity are
+      permuted across the training stimuli (each caption paired with another
+      image), the maps recomputed, ``n_shuffles`` times: cross-modal BNs that
+      survive are not about the stimulus the two families share.
+      ``p = (1 + #mismatched >= observed) / (1 + n_shuffles)``.
+
+    Parameters
+    ----------
+    activity_by_family : dict of str to array-like of shape (n_samples, n_ans)
+        Exactly two families, rows aligned with ``Y``.
+    Y : array-like of shape (n_samples, n_voxels)
+    train : array-like of bool of shape (n_samples,) or indices
+        Stimuli the maps are fitted and tested on.
+    networks : array-like of shape (n_voxels,)
+    families : tuple of 2 str or None
+        Which two keys, in this order (default: the dict's order).
+    shuffle : str or None
+        The family whose stimulus pairing is shuffled (default: the second).
+    n_ans : int or None
+    n_subsamples, n_shuffles : int
+    q : float
+    order : list or None
+    level : float
+    random_state : int or None
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per network plus "all": ``coverage <a>``, ``coverage <b>``,
+        ``cross-modal fraction`` with ``ci_low``/``ci_high`` (over AN
+        draws), ``chance (independent)``, ``ratio to chance``,
+        ``mismatched`` (mean over shuffles), ``mismatched_high`` (its
+        ``level`` quantile) and ``pvalue``.
+    """
+    import pandas as pd
+
+    fams = list(activity_by_family) if families is None else list(families)
+    if len(fams) != 2:
+        raise ValueError(f"cross_modal_test compares exactly 2 families, got {fams}.")
+    missing = [f for f in fams if f not in activity_by_family]
+    if missing:
+        raise ValueError(f"families {missing} are not keys of activity_by_family.")
+    shuffle = fams[1] if shuffle is None else shuffle
+    if shuffle not in fams:
+        raise ValueError(f"shuffle must be one of {fams}, got {shuffle!r}.")
+    Y = check_array(Y, "Y", min_samples=4)
+    acts = {f: check_array(activity_by_family[f], f"activity_by_family[{f!r}]", min_samples=4)
+            for f in fams}
+    check_consistent_samples(Y=Y, **acts)
+    train_m = _as_mask(train, Y.shape[0], "train")
+    net = np.asarray(networks)
+    if net.shape != (Y.shape[1],):
+        raise ValueError(f"networks must have shape ({Y.shape[1]},), got {net.shape}.")
+    keys = sorted(set(net.tolist())) if order is None else list(order)
+    codes = np.full(net.shape, -1)
+    for c, key in enumerate(keys):
+        codes[net == key] = c
+    codes_all = np.where(codes >= 0, len(keys), -1)
+    k = min(a.shape[1] for a in acts.values()) if n_ans is None else int(n_ans)
+    if not 1 <= k <= min(a.shape[1] for a in acts.values()):
+        raise ValueError(f"n_ans must be between 1 and the smaller family's AN count, got {n_ans}.")
+    rng = check_random_state(random_state)
+    draws = {f: [rng.choice(acts[f].shape[1], size=k, replace=False) for _ in range(int(n_subsamples))]
+             for f in fams}
+
+    def masks_of(A):
+        return map_to_voxels(A, Y, train=train_m, joint=False, q=q).significant
+
+    def fractions(MA, MB):
+        out = []
+        for d in range(int(n_subsamples)):
+            a = MA[draws[fams[0]][d]].any(axis=0)
+            b = MB[draws[fams[1]][d]].any(axis=0)
+            row = []
+            for cc, c in [(codes, ci) for ci in range(len(keys))] + [(codes_all, len(keys))]:
+                sel = cc == c
+                ca, cb = a[sel].mean(), b[sel].mean()
+                both, union = (a & b)[sel].sum(), (a | b)[sel].sum()
+                chance = ca * cb / (ca + cb - ca * cb) if ca + cb > 0 else np.nan
+                row.append((ca, cb, both / union if union else np.nan, chance))
+            out.append(row)
+        return np.array(out, dtype=float)  # (n_subsamples, n_rows, 4)
+
+    masks = {f: masks_of(acts[f]) for f in fams}
+    obs = fractions(masks[fams[0]], masks[fams[1]])
+    tr = np.flatnonzero(train_m)
+    null = []
+    for _ in range(int(n_shuffles)):
+        A = acts[shuffle].copy()
+        A[tr] = A[rng.permutation(tr)]
+        shuffled = dict(masks)
+        shuffled[shuffle] = masks_of(A)
+        null.append(np.nanmean(fractions(shuffled[fams[0]], shuffled[fams[1]])[:, :, 2], axis=0))
+    null = np.array(null)
+    mean = np.nanmean(obs, axis=0)
+    lo, hi = stats.percentile_interval(obs[:, :, 2], level)
+    p = stats.permutation_pvalue(mean[:, 2], null, alternative="greater")
+    rows = []
+    for i, key in enumerate(keys + ["all"]):
+        rows.append({"network": key, f"coverage {fams[0]}": mean[i, 0],
+                     f"coverage {fams[1]}": mean[i, 1], "cross-modal fraction": mean[i, 2],
+                     "ci_low": lo[i], "ci_high": hi[i], "chance (independent)": mean[i, 3],
+                     "ratio to chance": mean[i, 2] / mean[i, 3] if mean[i, 3] > 0 else np.nan,
+                     "mismatched": float(np.nanmean(null[:, i])),
+                     "mismatched_high": float(np.nanquantile(null[:, i], level)),
+                     "pvalue": float(p[i])})
+    return pd.DataFrame(rows).set_index("network")
+
+
+# --------------------------------------------------------------------------- verdicts
+@dataclass
+class Verdict:
+    """A claim's computed verdict with the numbers behind it.
+
+    Attributes
+    ----------
+    verdict : {"supports", "contradicts", "inconclusive"}
+    estimate, low, high : float
+    pvalue : float or None
+        After any correction for multiple comparisons.
+    null_value : float
+    direction : {"greater", "less"}
+    alpha : float
+    claim : str
+    """
+
+    verdict: str
+    estimate: float
+    low: float
+    high: float
+    pvalue: object
+    null_value: float
+    direction: str
+    alpha: float
+    claim: str = ""
+
+    def __str__(self):
+        p = "" if self.pvalue is None else f", p = {self.pvalue:.3g}"
+        head = f"{self.claim}: " if self.claim else ""
+        return (f"{head}{self.verdict} (estimate {self.estimate:.3g}, interval "
+                f"[{self.low:.3g}, {self.high:.3g}]{p}; null value {self.null_value:g})")
+
+
+def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="greater", alpha=0.05,
+            claim=""):
+    """Turn an estimate, its interval and a (corrected) p-value into a verdict.
+
+    For a claim "the quantity is greater (``direction="greater"``) or less
+    than ``null_value``":
+
+    - ``"supports"``: the whole interval lies beyond ``null_value`` in the
+      claimed direction and (if given) ``pvalue <= alpha``;
+    - ``"contradicts"``: the whole interval lies beyond ``null_value`` in the
+      *opposite* direction;
+    - ``"inconclusive"``: anything else (the interval holds the null value,
+      or the interval and the p-value disagree).
+
+    Parameters
+    ----------
+    estimate, low, high : float
+    pvalue : float or None
+    null_value : float
+    direction : {"greater", "less"}
+    alpha : float
+    claim : str
+        Printed with the verdict.
+
+    Returns
+    -------
+    verdict : Verdict
+        ``str(verdict)`` gives the verdict with its numbers.
+
+    Raises
+    ------
+    ValueError
+        If low > high, a value is not finite, or direction is unknown.
+    """
+    if direction not in ("greater", "less"):
+        raise ValueError(f"direction must be 'greater' or 'less', got {direction!r}.")
+    est, lo, hi = float(estimate), float(low), float(high)
+    if not (np.isfinite(est) and np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"estimate and interval must be finite, got {est}, [{lo}, {hi}].")
+    if lo > hi:
+        raise ValueError(f"the interval must have low <= high, got [{lo}, {hi}].")
+    if pvalue is not None and not 0 <= float(pvalue) <= 1:
+        raise ValueError(f"pvalue must lie in [0, 1], got {pvalue}.")
+    above, below = lo > null_value, hi < null_value
+    beyond, opposite = (above, below) if direction == "greater" else (below, above)
+    significant = pvalue is None or float(pvalue) <= alpha
+    word = "supports" if beyond and significant else "contradicts" if opposite else "inconclusive"
+    return Verdict(verdict=word, estimate=est, low=lo, high=hi,
+                   pvalue=None if pvalue is None else float(pvalue), null_value=float(null_value),
+                   direction=direction, alpha=float(alpha), claim=claim)
 
 
 # --------------------------------------------------------------------------- toy world
@@ -1319,3 +2302,118 @@ def make_toy_neurons(n_samples=600, *, n_layers=4, n_heads=8, head_dim=16, n_sou
     return {"head_outputs": outputs, "activity": activity, "sources": S, "codes": codes, "Y": Y,
             "voxel_source": voxel_source, "voxel_sign": voxel_sign, "weights": W,
             "networks": networks}
+
+
+def make_independent_an_world(n_samples=400, *, n_ans=24, n_voxels=600, n_shared=0,
+                              group_size=4, noise=0.3, random_state=0):
+    """ANs with no redundancy by construction, voxels of mixed selectivity and uneven SNR.
+
+    Every AN carries its own independent source (plus noise), so no two ANs
+    share anything. Each voxel mixes one to four sources with random signs,
+    and its signal-to-noise ratio is drawn from a wide log-normal: reliable
+    voxels are detected by every AN whose source they carry, unreliable ones
+    by none. Overlap between BN sets then reflects the voxels' detectability,
+    not redundancy; a sound null must give uniform p-values here.
+
+    With ``n_shared > 0``, ``n_shared`` groups of ``group_size`` ANs share a
+    common driver (planted redundancy): each AN of a group is its driver plus
+    its own source at a third of the weight.
+
+    Parameters
+    ----------
+    n_samples, n_ans, n_voxels : int
+    n_shared, group_size : int
+    noise : float
+        SD of each AN's own noise.
+    random_state : int or None
+
+    Returns
+    -------
+    world : dict
+        ``activity`` (n_samples, n_ans), ``Y`` (n_samples, n_voxels),
+        ``noise_ceiling`` (n_voxels,) in percent (signal variance over total),
+        ``group`` (n_ans,) the AN's shared-driver group or -1.
+    """
+    rng = check_random_state(random_state)
+    if n_shared * group_size > n_ans:
+        raise ValueError(f"n_shared * group_size = {n_shared * group_size} exceeds n_ans={n_ans}.")
+    S = rng.standard_normal((n_samples, n_ans))
+    group = -np.ones(n_ans, dtype=int)
+    activity = S + noise * rng.standard_normal((n_samples, n_ans))
+    drivers = rng.standard_normal((n_samples, max(n_shared, 1)))
+    for g in range(n_shared):
+        members = np.arange(g * group_size, (g + 1) * group_size)
+        group[members] = g
+        activity[:, members] = drivers[:, [g]] + S[:, members] / 3 \
+            + noise * rng.standard_normal((n_samples, group_size))
+    sources = np.column_stack([S, drivers[:, :n_shared]])
+    n_src = sources.shape[1]
+    W = np.zeros((n_src, n_voxels))
+    for v in range(n_voxels):
+        k = rng.choice(n_src, size=rng.integers(1, 5), replace=False)
+        W[k, v] = rng.choice([-1.0, 1.0], size=k.size) * rng.uniform(0.5, 1.0, size=k.size)
+    signal = sources @ W
+    signal /= signal.std(axis=0)
+    snr = np.exp(rng.normal(-1.5, 1.0, n_voxels))
+    Y = signal * snr + rng.standard_normal((n_samples, n_voxels))
+    nc = 100 * snr ** 2 / (snr ** 2 + 1)
+    return {"activity": activity, "Y": Y, "noise_ceiling": nc, "group": group}
+
+
+def make_polarity_world(n_samples=600, *, n_latents=3, n_layers=4, n_heads=6, head_dim=8,
+                        n_networks=6, voxels_per_network=60, null=False, random_state=0):
+    """Networks with random-sign relations to latent scene variables, and a model that sees them.
+
+    Latent scene variables ``z_k`` (independent) drive both sides:
+
+    - network ``i`` is tied to latent ``i mod n_latents`` with a random sign
+      ``network_sign[i]`` (each voxel ``s_i w z_k + noise``, w in [0.4, 0.8]);
+      with ``null=True`` the voxels are pure noise (nothing to find);
+    - each head of each layer carries one latent with a *random sign* along a
+      random direction, with no offset, so its output norm does not tell
+      which sign is "more" (the norm convention of :func:`an_activity` is a
+      coin flip here);
+    - the final embedding mixes the latents with positive weights, so its
+      first principal component (:func:`readout_reference`) is a readout
+      against which every head's sign is defined.
+
+    After :func:`orient_ans`, an AN carrying latent k is ``+z_k`` and network
+    i's BNs have polarity ``network_sign[i]``.
+
+    Returns
+    -------
+    world : dict
+        ``head_outputs`` {layer: (n_samples, n_heads, head_dim)}, ``final``
+        (n_samples, 16), ``latents``, ``head_latent`` (n_layers * n_heads,),
+        ``head_sign``, ``Y`` (n_samples, n_networks * voxels_per_network),
+        ``networks`` (names ``"net<i>"``), ``network_sign`` (n_networks,),
+        ``network_latent`` (n_networks,).
+    """
+    rng = check_random_state(random_state)
+    Z = rng.standard_normal((n_samples, n_latents))
+    n_ans = n_layers * n_heads
+    head_latent = rng.integers(n_latents, size=n_ans)
+    head_sign = rng.choice([-1.0, 1.0], size=n_ans)
+    outputs = {}
+    for l in range(n_layers):
+        H = np.empty((n_samples, n_heads, head_dim))
+        for h in range(n_heads):
+            j = l * n_heads + h
+            u = rng.standard_normal(head_dim)
+            u /= np.linalg.norm(u)
+            a = head_sign[j] * Z[:, head_latent[j]] + 0.3 * rng.standard_normal(n_samples)
+            H[:, h] = a[:, None] * u[None, :] + 0.2 * rng.standard_normal((n_samples, head_dim))
+        outputs[f"layer{l}"] = H
+    Wf = rng.uniform(0.5, 1.0, size=(n_latents, 16))
+    final = Z @ Wf + 0.3 * rng.standard_normal((n_samples, 16))
+    network_sign = rng.choice([-1.0, 1.0], size=n_networks)
+    network_latent = np.arange(n_networks) % n_latents
+    n_vox = n_networks * voxels_per_network
+    net_of_voxel = np.repeat(np.arange(n_networks), voxels_per_network)
+    w = rng.uniform(0.4, 0.8, size=n_vox)
+    signal = (network_sign[net_of_voxel] * w) * Z[:, network_latent[net_of_voxel]]
+    Y = rng.standard_normal((n_samples, n_vox)) + (0.0 if null else signal)
+    return {"head_outputs": outputs, "final": final, "latents": Z, "head_latent": head_latent,
+            "head_sign": head_sign, "Y": Y,
+            "networks": np.array([f"net{i}" for i in net_of_voxel]),
+            "network_sign": network_sign, "network_latent": network_latent}

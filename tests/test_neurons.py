@@ -303,7 +303,11 @@ def test_redundancy_is_above_chance_for_shared_structure():
     M = np.repeat(base, 5, axis=0) ^ (rng.random((20, 800)) < 0.01)  # 4 groups of 5 near-copies
     for statistic in ("max", "mean"):
         res = nn.redundancy(M, statistic=statistic, n_shuffles=100, random_state=0)
-        assert res.ratio > 2 and res.pvalue < 0.02
+        assert res.pvalue < 0.02
+        # the mean pair overlap is nearly pinned by the voxels' multiplicities, which the
+        # swap null keeps: its ratio stays near 1 there, the size-only null's does not
+        sizes = nn.redundancy(M, statistic=statistic, null="sizes", n_shuffles=100, random_state=0)
+        assert sizes.ratio > 2 and (res.ratio > 2 if statistic == "max" else res.ratio > 1)
     res = nn.redundancy(M, n_shuffles=100, random_state=0)
     assert np.all(res.partners >= 4)
     assert res.multiplicity.max() >= 5
@@ -314,8 +318,8 @@ def test_redundancy_strata_remove_shared_network_preference():
     networks = np.repeat(["a", "b", "c", "d"], 200)
     M = np.zeros((12, 800), bool)
     M[:, :200] = rng.random((12, 200)) < 0.3  # every set prefers network "a", independently
-    plain = nn.redundancy(M, n_shuffles=100, random_state=0)
-    strat = nn.redundancy(M, n_shuffles=100, strata=networks, random_state=0)
+    plain = nn.redundancy(M, null="sizes", n_shuffles=100, random_state=0)
+    strat = nn.redundancy(M, null="sizes", n_shuffles=100, strata=networks, random_state=0)
     assert plain.pvalue < 0.02 and plain.ratio > 2
     assert strat.pvalue > 0.05 and abs(strat.ratio - 1) < 0.1
 
@@ -348,7 +352,7 @@ def test_polarity_by_layer_and_mirrored_trend():
     np.testing.assert_allclose(table["balance"], [-0.6, -0.2, 0.2, 0.6])
     trend = nn.polarity_trend(table)
     assert trend["slope_positive"] == pytest.approx(10) and trend["slope_negative"] == pytest.approx(-10)
-    assert trend["mirrored"] and trend["correlation"] == pytest.approx(-1)
+    assert "mirrored" not in trend and trend["correlation"] == pytest.approx(-1)
     nets = np.where(np.arange(n_vox) < 50, "vis", "dmn")
     by_net = nn.polarity_by_layer(P, N, layers, networks=nets)
     dmn = by_net[by_net.network == "dmn"]
@@ -399,3 +403,228 @@ def test_exercise_checks_accept_right_and_reject_wrong_answers(toy):
     wrong = check("neurons.ex3", 1 - frac, verbose=False, maps=maps, networks=nets)
     assert not wrong and "positive fraction" in wrong.message
     assert not check("neurons.ex3", ..., verbose=False, maps=maps, networks=nets)
+
+
+# --------------------------------------------------------------------------- the four tests
+def test_glm_t_test_equals_closed_form_ols_with_three_correlated_regressors():
+    rng = np.random.default_rng(11)
+    n = 120
+    X = rng.standard_normal((n, 3)) @ np.array([[1, 0.6, 0.2], [0, 1, 0.5], [0, 0, 1]])
+    Y = X @ rng.standard_normal((3, 6)) * 0.3 + rng.standard_normal((n, 6))
+    maps = nn.map_to_voxels(X, Y, joint=True, significance="parametric")
+    D = np.column_stack([np.ones(n), X])  # OLS with an intercept, from scratch
+    beta, rss, *_ = np.linalg.lstsq(D, Y, rcond=None)
+    df = n - 3 - 1
+    cov = np.linalg.inv(D.T @ D)
+    se = np.sqrt(np.outer(np.diag(cov), rss / df))
+    t = beta / se
+    np.testing.assert_allclose(maps.stat, t[1:], rtol=1e-8)
+    np.testing.assert_allclose(maps.pvalues, 2 * stats.t.sf(np.abs(t[1:]), df), rtol=1e-7)
+
+
+def test_marginal_tests_equal_pearsonr_and_dispatch_from_map_to_voxels():
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((60, 2)), rng.standard_normal((60, 3))
+    Y[:, 0] += 0.5 * X[:, 1]
+    r = np.array([[stats.pearsonr(X[:, j], Y[:, v])[0] for v in range(3)] for j in range(2)])
+    p = np.array([[stats.pearsonr(X[:, j], Y[:, v])[1] for v in range(3)] for j in range(2)])
+    stat, pv = nn.correlation_t_test(r, 60)
+    np.testing.assert_allclose(pv, p, rtol=1e-6)
+    maps = nn.map_to_voxels(X, Y, joint=False)
+    np.testing.assert_allclose(maps.pvalues, p, rtol=1e-6)
+    Xs = (X - X.mean(0)) / X.std(0)
+    _, pp = nn.correlation_permutation_test(Xs, Y - Y.mean(0), r, 400, random_state=0)
+    assert pp[1, 0] == pytest.approx(1 / 401) and pp.min() >= 1 / 401
+
+
+# --------------------------------------------------------------------------- B2: swap null
+def test_curveball_keeps_margins_and_samples_all_matrices_with_them_uniformly():
+    import itertools
+
+    M = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 0]], bool)
+    samples = nn.swap_null(M, 3000, n_rounds=60, random_state=0)  # long enough to mix
+    np.testing.assert_array_equal(samples.sum(axis=2), np.broadcast_to(M.sum(1), (3000, 3)))
+    np.testing.assert_array_equal(samples.sum(axis=1), np.broadcast_to(M.sum(0), (3000, 3)))
+    every = [np.array(c, bool).reshape(3, 3) for c in itertools.product([0, 1], repeat=9)]
+    same = [A for A in every if (A.sum(1) == M.sum(1)).all() and (A.sum(0) == M.sum(0)).all()]
+    keys = {A.tobytes(): i for i, A in enumerate(same)}
+    counts = np.bincount([keys[S.tobytes()] for S in samples], minlength=len(same))
+    assert (counts > 0).all()  # every matrix with these margins is reached
+    assert stats.chisquare(counts).pvalue > 0.001  # ... equally often
+
+
+def test_swap_null_within_strata_keeps_each_sets_count_per_stratum():
+    rng = np.random.default_rng(0)
+    M = rng.random((6, 40)) < 0.3
+    strata = np.repeat(["a", "b", "c", "d"], 10)
+    samples = nn.swap_null(M, 50, strata=strata, random_state=1)
+    for s in "abcd":
+        sel = strata == s
+        np.testing.assert_array_equal(samples[:, :, sel].sum(2), np.broadcast_to(M[:, sel].sum(1), (50, 6)))
+    np.testing.assert_array_equal(samples.sum(1), np.broadcast_to(M.sum(0), (50, 40)))
+    assert not (samples == M).all(axis=(1, 2)).all()
+
+
+def test_independent_ans_are_not_redundant_under_the_swap_null_but_are_under_the_old_one():
+    p_swap, p_sizes = [], []
+    for seed in range(20):
+        w = nn.make_independent_an_world(n_voxels=400, random_state=seed)
+        masks = nn.map_to_voxels(w["activity"], w["Y"], joint=False).significant
+        p_swap.append(nn.redundancy(masks, n_shuffles=60, random_state=seed).pvalue)
+        p_sizes.append(nn.redundancy(masks, null="sizes", n_shuffles=60, random_state=seed).pvalue)
+    p_swap, p_sizes = np.array(p_swap), np.array(p_sizes)
+    assert np.mean(p_swap < 0.05) <= 0.15 and stats.kstest(p_swap, "uniform").pvalue > 0.01
+    # the size-only null calls independent ANs redundant most of the time
+    assert np.mean(p_sizes < 0.05) >= 0.5
+
+
+def test_planted_shared_drivers_are_detected_and_follow_the_an_correlations():
+    w = nn.make_independent_an_world(n_shared=3, random_state=1)
+    masks = nn.map_to_voxels(w["activity"], w["Y"], joint=False).significant
+    res = nn.redundancy(masks, n_shuffles=100, random_state=0)
+    assert res.pvalue < 0.02 and res.ratio > 1.5
+    table, rho, p = nn.overlap_vs_correlation(res, w["activity"], n_permutations=200, random_state=0)
+    assert table.loc["[0.5, 1]", "ratio"] > 3 and table.loc["[0, 0.2)", "ratio"] < 1.2
+    assert rho > 0.2 and p < 0.05
+    np.testing.assert_allclose(np.diag(res.pair_chance), 1)
+
+
+def test_detectability_strata_are_deciles_within_networks():
+    nc = np.arange(40.0)
+    nets = np.repeat(["x", "y"], 20)
+    s = nn.detectability_strata(nc, nets, n_bins=4)
+    assert s[0] == "x|nc0" and s[19] == "x|nc3" and s[20] == "y|nc0"
+    assert (np.unique(s, return_counts=True)[1] == 5).all()
+    with pytest.raises(ValueError, match="networks must have shape"):
+        nn.detectability_strata(nc, nets[:3])
+    with pytest.raises(ValueError, match="null must be"):
+        nn.redundancy(np.eye(3, dtype=bool), null="rows")
+
+
+# --------------------------------------------------------------------------- B3: polarity
+def _counts(case, seed, n_layers=6, per_layer=6):
+    r = np.random.default_rng(seed)
+    d = np.repeat(np.arange(n_layers), per_layer)
+    layer = np.array([f"l{k}" for k in d])
+    if case == "null":
+        return r.poisson(20, d.size), r.poisson(20, d.size), layer
+    if case == "one":
+        return r.poisson(10 + 5 * d), r.poisson(20, d.size), layer
+    return r.poisson(10 + 4 * d), r.poisson(34 - 4 * d), layer
+
+
+def test_mirrored_test_is_calibrated_where_the_old_boolean_is_a_coin_flip():
+    old, p = [], []
+    for seed in range(40):
+        pos, neg, layer = _counts("null", seed, n_layers=4)
+        res = nn.mirrored_test(pos, neg, layer, n_permutations=200, n_boot=20, random_state=seed)
+        old.append(res.slope_positive * res.slope_negative < 0)  # the old `mirrored`
+        p.append(res.pvalue)
+    assert 0.3 < np.mean(old) < 0.7
+    assert np.mean(np.array(p) < 0.05) <= 0.1
+
+
+def test_mirrored_test_detects_planted_mirror_and_is_not_fooled_by_one_trend():
+    pos, neg, layer = _counts("mirror", 0)
+    res = nn.mirrored_test(pos, neg, layer, n_permutations=300, random_state=0)
+    assert res.pvalue < 0.01
+    lo, hi = res.slope_positive_ci
+    assert 0 < lo < 4 < hi and res.slope_negative_ci[1] < 0
+    one = [nn.mirrored_test(*_counts("one", s), n_permutations=200, n_boot=10, random_state=s)
+           for s in range(30)]
+    assert np.mean([r.pvalue < 0.05 for r in one]) <= 0.15
+    # the sign-flip null alone calls this "mirrored" almost always
+    assert np.mean([r.pvalue_flip < 0.05 for r in one]) >= 0.8
+    with pytest.raises(ValueError, match="at least 3 layers"):
+        nn.mirrored_test(pos[:12], neg[:12], layer[:12])
+    with pytest.raises(ValueError, match="null must be"):
+        nn.mirrored_test(pos, neg, layer, null="coin")
+
+
+def test_oriented_ans_recover_planted_network_polarity_and_null_world_finds_nothing():
+    for seed in range(3):
+        w = nn.make_polarity_world(random_state=seed)
+        ans = nn.artificial_neurons(w["head_outputs"])
+        oriented, sign, agreement = nn.orient_ans(ans.activity, nn.readout_reference(w["final"]))
+        maps = nn.map_to_voxels(oriented, w["Y"], joint=False)
+        table = nn.network_polarity(maps.coef, maps.significant, w["networks"], random_state=0)
+        np.testing.assert_array_equal(np.sign(table["balance"]), w["network_sign"])
+        assert (table["pvalue"] < 0.01).all()
+        # the norm convention gives each head a coin-flip sign: polarity is lost
+        raw = nn.map_to_voxels(ans.activity, w["Y"], joint=False)
+        raw_table = nn.network_polarity(raw.coef, raw.significant, w["networks"], random_state=0)
+        assert np.abs(raw_table["balance"]).min() < 0.9 or \
+            (np.sign(raw_table["balance"]) != w["network_sign"]).any()
+    null = nn.make_polarity_world(null=True, random_state=0)
+    ans = nn.artificial_neurons(null["head_outputs"])
+    oriented, _, _ = nn.orient_ans(ans.activity, nn.readout_reference(null["final"]))
+    maps = nn.map_to_voxels(oriented, null["Y"], joint=False)
+    table = nn.network_polarity(maps.coef, maps.significant, null["networks"], random_state=0)
+    assert maps.significant.sum() <= 5 and not (table["pvalue"] < 0.05).any()
+
+
+def test_orient_ans_flips_to_the_reference():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal(100)
+    A = np.column_stack([ref + 0.1 * rng.standard_normal(100), -ref, rng.standard_normal(100)])
+    out, sign, agree = nn.orient_ans(A, ref)
+    np.testing.assert_array_equal(sign[:2], [1, -1])
+    assert (np.corrcoef(out.T, ref)[-1, :2] > 0.9).all() and (agree >= 0).all()
+    with pytest.raises(ValueError, match="same n_samples"):
+        nn.orient_ans(A, ref[:50])
+
+
+# --------------------------------------------------------------------------- B1, B4, verdicts
+def _two_family_world(seed=0, n=500, n_vox=300):
+    rng = np.random.default_rng(seed)
+    Z = rng.standard_normal((n, 3))              # what images and captions share
+    img = Z @ rng.standard_normal((3, 12)) + rng.standard_normal((n, 12))
+    txt = Z @ rng.standard_normal((3, 8)) + rng.standard_normal((n, 8))
+    Y = 0.3 * Z @ rng.standard_normal((3, n_vox)) + rng.standard_normal((n, n_vox))
+    nets = np.repeat(["a", "b", "c"], n_vox // 3)
+    return img, txt, Y, nets, rng
+
+
+def test_compare_feature_sets_puts_trained_above_random_and_random_at_the_null():
+    img, txt, Y, nets, rng = _two_family_world()
+    train = np.arange(500) < 400
+    sets = {"trained": img, "random": rng.standard_normal((500, 12))}
+    table = nn.compare_feature_sets(sets, Y, train=train, test=~train, networks=nets,
+                                    noise_ceiling=np.full(300, 50.0), baseline="random",
+                                    n_boot=100, n_shuffles=100, random_state=0)
+    tr = table.loc["trained"]
+    assert (tr["diff_low"] > 0).all() and (tr["p_above_baseline"] < 0.05).all()
+    assert (tr["pvalue"] < 0.05).all() and (tr["ci_low"] > tr["null_high"]).all()
+    assert (table.loc["random", "pvalue"] > 0.01).all()
+    # noise-ceiling normalisation divides r by sqrt(NC / 100)
+    raw = nn.compare_feature_sets({"trained": img}, Y, train=train, test=~train, networks=nets,
+                                  n_boot=2, n_shuffles=2, random_state=0)
+    np.testing.assert_allclose(tr["score"], raw.loc["trained", "score"] / np.sqrt(0.5))
+    with pytest.raises(ValueError, match="baseline"):
+        nn.compare_feature_sets(sets, Y, train=train, test=~train, networks=nets, baseline="x")
+
+
+def test_cross_modal_test_against_mismatched_captions():
+    img, txt, Y, nets, rng = _two_family_world(1)
+    table = nn.cross_modal_test({"image": img, "text": txt}, Y, train=np.arange(500) < 400,
+                                networks=nets, n_subsamples=10, n_shuffles=10, random_state=0)
+    row = table.loc["all"]
+    assert row["cross-modal fraction"] > row["mismatched_high"] and row["pvalue"] <= 1 / 11 + 1e-12
+    assert row["mismatched"] < 0.2 and row["ratio to chance"] >= 1
+    assert row["ci_low"] <= row["cross-modal fraction"] <= row["ci_high"]
+    with pytest.raises(ValueError, match="exactly 2 families"):
+        nn.cross_modal_test({"image": img}, Y, train=np.arange(500) < 400, networks=nets)
+
+
+def test_verdict_three_outcomes_and_errors():
+    assert nn.verdict(0.3, 0.1, 0.5, 0.01).verdict == "supports"
+    assert nn.verdict(0.3, 0.1, 0.5, 0.2).verdict == "inconclusive"  # p disagrees
+    assert nn.verdict(-0.3, -0.5, -0.1).verdict == "contradicts"
+    assert nn.verdict(0.1, -0.1, 0.3).verdict == "inconclusive"
+    assert nn.verdict(-0.3, -0.5, -0.1, direction="less").verdict == "supports"
+    v = nn.verdict(2.0, 1.5, 2.5, 0.001, null_value=1.0, claim="ratio above 1")
+    assert str(v).startswith("ratio above 1: supports (estimate 2")
+    with pytest.raises(ValueError, match="low <= high"):
+        nn.verdict(0, 1, -1)
+    with pytest.raises(ValueError, match="direction"):
+        nn.verdict(0, -1, 1, direction="up")
