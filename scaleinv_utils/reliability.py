@@ -221,8 +221,9 @@ def add_matched_noise(features, ncsnr, n_trials=1, *, random_state=None, return_
     rng = check_random_state(random_state)
     noise_sd = F.std(axis=0, ddof=1) / snr  # inf -> 0
     noise = rng.standard_normal((n_trials,) + F.shape) * noise_sd
-    trials = F[None] + noise
-    return trials if return_trials else trials.mean(axis=0)
+    if return_trials:
+        return F[None] + noise
+    return F + noise.mean(axis=0)  # exactly F where there is no noise
 
 
 def _trials_by_image(trial_image, min_trials, rng, name="trial_image"):
