@@ -24,7 +24,7 @@ import numpy as np
 from ._validation import check_array, check_consistent_samples, check_random_state
 
 __all__ = ["zscore_per_session", "average_repeats", "compute_ncsnr", "noise_ceiling",
-           "add_matched_noise", "subsample_trials", "split_half_average"]
+           "add_matched_noise", "pooled_ncsnr", "subsample_trials", "split_half_average"]
 
 
 def zscore_per_session(trial_betas, session):
@@ -224,6 +224,41 @@ def add_matched_noise(features, ncsnr, n_trials=1, *, random_state=None, return_
     if return_trials:
         return F[None] + noise
     return F + noise.mean(axis=0)  # exactly F where there is no noise
+
+
+def pooled_ncsnr(ncsnr):
+    """One ncsnr for a set of voxels: total signal variance over total noise variance, square-rooted.
+
+    For betas z-scored per voxel a voxel with ncsnr c has signal variance
+    c^2 / (1 + c^2) and noise variance 1 / (1 + c^2), so the pooled value is
+    ``sqrt(sum(c^2 / (1 + c^2)) / sum(1 / (1 + c^2)))``. Unlike an average of
+    per-voxel noise levels ``1 / c^2``, which the noisy estimates of low-SNR
+    voxels inflate (1 / c^2 is convex in c), it weighs each voxel by the
+    variance it contributes: use it to give a model's features the noise of
+    a whole network (:func:`add_matched_noise`).
+
+    Parameters
+    ----------
+    ncsnr : array-like of shape (n_voxels,)
+        Non-negative.
+
+    Returns
+    -------
+    pooled : float
+
+    Raises
+    ------
+    ValueError
+        If ncsnr is negative or empty, or every voxel has ncsnr 0.
+    """
+    c = check_array(ncsnr, "ncsnr", ndim=1)
+    if np.any(c < 0):
+        raise ValueError(f"ncsnr must be non-negative, found minimum {c.min():.3g}.")
+    c2 = c ** 2
+    signal = np.sum(c2 / (1 + c2))
+    if signal == 0:
+        raise ValueError("every voxel has ncsnr 0: there is no signal to match.")
+    return float(np.sqrt(signal / np.sum(1 / (1 + c2))))
 
 
 def _trials_by_image(trial_image, min_trials, rng, name="trial_image"):

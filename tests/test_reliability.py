@@ -84,7 +84,8 @@ def test_noise_ceiling_rejects_empty_or_nan_trial_counts():
 
 
 # --------------------------------------------------------------------------- noise controls
-from scaleinv_utils.reliability import add_matched_noise, split_half_average, subsample_trials
+from scaleinv_utils.reliability import (add_matched_noise, pooled_ncsnr, split_half_average,
+                                        subsample_trials)
 
 
 def _trials_to_rows(trials):
@@ -168,3 +169,21 @@ def test_split_half_average_uses_disjoint_equal_halves():
         split_half_average(np.ones((3, 2)), [0, 1, 2])
     with pytest.raises(ValueError, match="same n_samples"):
         split_half_average(np.ones((3, 2)), [0, 1])
+
+
+def test_pooled_ncsnr_is_total_signal_over_total_noise():
+    assert pooled_ncsnr(np.full(7, 0.8)) == pytest.approx(0.8)
+    # Voxels with c = 1 (signal 1/2, noise 1/2) and c = 0 (noise 1): sqrt(0.5 / 1.5).
+    assert pooled_ncsnr(np.array([1.0, 0.0])) == pytest.approx(np.sqrt(1 / 3))
+    # Simulated voxels: the pooled estimate recovers the pooled planted SNR.
+    snr = np.array([0.3, 0.6, 1.0, 1.5])
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(5000, 4))
+    img = np.repeat(np.arange(5000), 3)
+    trials = signal[img] + rng.normal(size=(img.size, 4)) / snr
+    trials = (trials - trials.mean(0)) / trials.std(0)
+    assert pooled_ncsnr(compute_ncsnr(trials, img)) == pytest.approx(pooled_ncsnr(snr), rel=0.03)
+    with pytest.raises(ValueError, match="non-negative"):
+        pooled_ncsnr(np.array([-0.1, 1.0]))
+    with pytest.raises(ValueError, match="no signal to match"):
+        pooled_ncsnr(np.zeros(3))
