@@ -6,16 +6,18 @@ features of models -> analyses (dimension, similarity, encoding, neurons) ->
 figures (:mod:`~scaleinv_utils.plotting`). Heavy libraries are imported on demand,
 so ``import scaleinv_utils`` stays fast (no torch, nilearn or himalaya at import).
 """
+from . import _progress  # noqa: F401  (tqdm.auto imported once, without its IProgress warning)
 from .config import data_dir, get_device
-from .data import load_subset, write_subset, verify_subset, Subset, SubjectData, SubsetError
+from .data import write_subset, verify_subset, Subset, SubjectData, SubsetError
+from .datasets import load_subset
 from .neighbors import nearest_neighbors, scale_grid, NeighborGraph
 from .record import record
 from .reliability import compute_ncsnr, noise_ceiling, zscore_per_session, average_repeats
 
 # The analysis modules, as attributes (su.dimension.id_profile, su.encoding.encoding_scores, ...).
 # None of them imports torch, nilearn or himalaya at import time.
-from . import (alignment, data, demo, dimension, encoding, exercises, features, models, neurons, nsd,
-               plotting, reliability, similarity, stats)
+from . import (alignment, data, datasets, demo, dimension, encoding, exercises, features, models,
+               neurons, nsd, plotting, reliability, similarity, stats)
 from .dimension import id_profile, dimensional_stability
 from .similarity import (linear_cka, rbf_cka, rsa, knn_overlap, similarity_profile,
                          cross_scale_similarity, permutation_test, bootstrap_ci, compare_profiles)

@@ -55,7 +55,10 @@ def check_array(X, name="X", ndim=2, min_samples=1, min_features=1,
         or non-finite values while ``allow_nan=False``.
     """
     if hasattr(X, "detach"):  # torch tensor
-        X = X.detach().cpu().numpy()
+        X = X.detach().cpu()
+        if str(X.dtype) == "torch.bfloat16":  # NumPy has no bfloat16; float32 holds it exactly
+            X = X.float()
+        X = X.numpy()
     try:
         arr = np.asarray(X)
     except Exception as exc:  # pragma: no cover - exotic inputs

@@ -164,8 +164,13 @@ def load_table(path):
 # the pipeline of paper A: per representation, scale invariance and alignment
 
 def scale_invariance(X, ks=None, *, estimator="gride", stability="cv", n_anchors=500,
-                     random_state=None, device=None):
-    """Scale-invariance measures of one representation.
+                     n_null=10, random_state=None, device=None):
+    """Scale-invariance measures of one representation, raw and calibrated.
+
+    Both within-representation scores are compared with ``n_null`` Gaussian
+    surrogates of the same covariance (:func:`scaleinv_utils.stats.gaussian_surrogate`):
+    the raw scores mostly reflect the eigenspectrum, and the calibrated ones
+    (raw - null mean) what the geometry adds beyond it.
 
     Parameters
     ----------
@@ -179,6 +184,8 @@ def scale_invariance(X, ks=None, *, estimator="gride", stability="cv", n_anchors
         Method of :func:`scaleinv_utils.dimension.dimensional_stability`.
     n_anchors : int
         Anchor stimuli of :func:`scaleinv_utils.similarity.cross_scale_similarity`.
+    n_null : int
+        Surrogates per score (0: raw scores only, the null keys are NaN).
     random_state : int or None
     device : {None, "cpu", "cuda"}
 
@@ -186,10 +193,14 @@ def scale_invariance(X, ks=None, *, estimator="gride", stability="cv", n_anchors
     -------
     measures : dict
         ``ks``, ``id_profile`` (n_scales,), ``mean_id``, ``id_cv`` (dimensional
-        stability as a coefficient of variation: lower is more stable) and
-        ``cross_scale_similarity`` (higher is more scale invariant).
+        stability as a coefficient of variation: lower is more stable),
+        ``cross_scale_similarity`` (higher is more scale invariant), and with
+        a null ``id_cv_null``, ``id_cv_calibrated`` (negative: more stable
+        than the spectrum gives), ``cross_scale_similarity_null`` and
+        ``cross_scale_similarity_calibrated`` (positive: structure persists
+        across scales beyond the spectrum).
     """
-    from .dimension import dimensional_stability, id_profile
+    from .dimension import calibrated_stability, dimensional_stability, id_profile
     from .neighbors import scale_grid
     from .similarity import cross_scale_similarity
 
@@ -197,23 +208,55 @@ def scale_invariance(X, ks=None, *, estimator="gride", stability="cv", n_anchors
     n = X.shape[0]
     if ks is None:
         ks = scale_grid(n, n_scales=12, k_min=5, k_max=max(6, n // 8))
-    profile = id_profile(X, ks, estimators=(estimator,), random_state=random_state, device=device)
-    ids = profile.ids[estimator]
-    css = cross_scale_similarity(X, ks=profile.ks, n_anchors=min(n_anchors, n),
+    if n_null:
+        stab = calibrated_stability(X, ks, estimator=estimator, method=stability, n_null=n_null,
+                                    random_state=random_state, device=device)
+        ks_used, ids = stab.ks, stab.ids
+    else:
+        profile = id_profile(X, ks, estimators=(estimator,), random_state=random_state,
+                             device=device)
+        ks_used, ids = profile.ks, profile.ids[estimator]
+    css = cross_scale_similarity(X, ks=ks_used, n_anchors=min(n_anchors, n), n_null=n_null,
                                  random_state=random_state)
-    return {"ks": profile.ks, "id_profile": ids, "mean_id": float(np.mean(ids)),
-            "id_cv": float(dimensional_stability(ids, profile.ks, method=stability)),
-            "cross_scale_similarity": float(css.score)}
+    return {"ks": ks_used, "id_profile": ids, "mean_id": float(np.mean(ids)),
+            "id_cv": float(dimensional_stability(ids, ks_used, method=stability)),
+            "id_cv_null": float(stab.null_mean) if n_null else np.nan,
+            "id_cv_calibrated": float(stab.calibrated) if n_null else np.nan,
+            "cross_scale_similarity": float(css.score),
+            "cross_scale_similarity_null": float(css.null_mean),
+            "cross_scale_similarity_calibrated": float(css.calibrated)}
 
 
-def brain_alignment(X, subj, *, networks=None, min_nc=1.0, aligned=False, random_state=None,
-                    backend=None):
+def _linear_cka_shuffle_null(F, B, n_permutations, rng):
+    """Biased linear CKA of F and B and its stimulus-shuffle null, from the two Gram matrices.
+
+    Permuting B's rows permutes both axes of its centred Gram matrix and leaves
+    its norm unchanged, so each shuffle costs O(n^2) instead of O(n p q).
+    """
+    Fc = F - F.mean(axis=0)
+    Bc = B - B.mean(axis=0)
+    K, L = Fc @ Fc.T, Bc @ Bc.T
+    den = np.linalg.norm(K) * np.linalg.norm(L)
+    if den <= 0:
+        raise ValueError("a representation has no variance across the test stimuli; CKA is undefined.")
+    n = K.shape[0]
+    raw = float(np.sum(K * L) / den)
+    null = np.array([np.sum(K * L[np.ix_(p, p)]) / den
+                     for p in (rng.permutation(n) for _ in range(int(n_permutations)))])
+    return raw, null
+
+
+def brain_alignment(X, subj, *, networks=None, min_nc=1.0, aligned=False, n_permutations=200,
+                    random_state=None, backend=None):
     """How well one representation aligns with a subject's responses, per network.
 
     Two views of alignment: a voxelwise encoding model (median over the
     network's voxels of the noise-ceiling-normalised test r) and linear CKA
     between the representation and the network's responses on the shared
-    test images.
+    test images. Raw (biased) CKA grows with the dimension of either side even
+    for unrelated data, so the score reported is calibrated against a
+    stimulus-shuffle null: the CKA after permuting the brain's test images,
+    ``cka = raw - mean(null)`` (0 on average for unrelated representations).
 
     Parameters
     ----------
@@ -226,6 +269,8 @@ def brain_alignment(X, subj, *, networks=None, min_nc=1.0, aligned=False, random
     min_nc : float
         Voxels with a noise ceiling (percent) below this are left out.
     aligned : bool
+    n_permutations : int
+        Stimulus shuffles of the CKA null.
     random_state : int or None
     backend : str or None
         himalaya backend (None: GPU when present).
@@ -233,31 +278,46 @@ def brain_alignment(X, subj, *, networks=None, min_nc=1.0, aligned=False, random
     Returns
     -------
     scores : dict of str to float
-        ``encoding[<network>]`` and ``cka[<network>]``.
+        ``encoding[<network>]``, ``cka[<network>]`` (calibrated),
+        ``cka_raw[<network>]``, ``cka_null_sd[<network>]`` and ``cka_p[<network>]``
+        (one-sided permutation p-value, :func:`scaleinv_utils.stats.permutation_pvalue`).
     """
     from .encoding import encoding_scores
-    from .similarity import linear_cka
 
+    if int(n_permutations) < 1:
+        raise ValueError(f"n_permutations must be at least 1, got {n_permutations}.")
     result = encoding_scores(X, subj, aligned=aligned, min_nc=min_nc, backend=backend,
                              random_state=random_state)
-    F = np.asarray(X)
+    F = np.asarray(X, dtype=np.float64)
     if not aligned:
         F = F[subj.image_index]
     labels = subj.voxels.network
     networks = sorted(set(labels)) if networks is None else list(networks)
+    rng = check_random_state(random_state)
     out = {}
     for net in networks:
         sel = labels == net
         if not sel.any():
             raise ValueError(f"network {net!r} has no voxels; networks are {sorted(set(labels))}.")
         out[f"encoding[{net}]"] = float(np.nanmedian(result.r_nc[sel]))
-        out[f"cka[{net}]"] = float(linear_cka(F[subj.test], subj.betas[subj.test][:, sel]))
+        raw, null = _linear_cka_shuffle_null(F[subj.test], np.asarray(subj.betas[subj.test][:, sel],
+                                                                     dtype=np.float64),
+                                             n_permutations, rng)
+        cal = _stats.calibrate(raw, null, alternative="greater")
+        out[f"cka[{net}]"] = cal.calibrated
+        out[f"cka_raw[{net}]"] = cal.raw
+        out[f"cka_null_sd[{net}]"] = cal.null_sd
+        out[f"cka_p[{net}]"] = cal.p_value
     return out
 
 
+_INVARIANCE_COLUMNS = ("mean_id", "id_cv", "id_cv_null", "id_cv_calibrated", "cross_scale_similarity",
+                       "cross_scale_similarity_null", "cross_scale_similarity_calibrated")
+
+
 def alignment_table(representations, subj, *, brain_networks=("early visual", "mid-level", "category"),
-                    networks=None, ks=None, estimator="gride", metadata=None, random_state=0,
-                    progress=True):
+                    networks=None, ks=None, estimator="gride", metadata=None, n_null=5,
+                    n_permutations=200, random_state=0, progress=True):
     """Paper A's table: per representation, scale invariance, profile similarity to the brain, alignment.
 
     All measures use the same stimuli: the subject's images
@@ -278,20 +338,30 @@ def alignment_table(representations, subj, *, brain_networks=("early visual", "m
     estimator : str
     metadata : dict of str to dict or None
         Extra columns per representation (e.g. training-set size, has_language).
+    n_null : int
+        Covariance-matched Gaussian surrogates per representation for the
+        calibrated scale-invariance columns (:func:`scale_invariance`; 0: raw
+        only). Each costs about one ID profile plus one cross-scale score:
+        about 8 s for 1000 stimuli on 2 busy cores, so the default is small.
+    n_permutations : int
+        Stimulus shuffles of the calibrated CKA (:func:`brain_alignment`).
     random_state : int or None
     progress : bool
 
     Returns
     -------
     table : pandas.DataFrame
-        One row per representation: ``mean_id``, ``id_cv``,
-        ``cross_scale_similarity``, ``profile_similarity`` (Pearson correlation
-        of the model's ID profile with the brain's), ``encoding[...]``,
-        ``cka[...]``, metadata columns. ``table.attrs`` holds the brain's
+        One row per representation: ``mean_id``, ``id_cv``, ``id_cv_null``,
+        ``id_cv_calibrated``, ``cross_scale_similarity`` (raw),
+        ``cross_scale_similarity_null``, ``cross_scale_similarity_calibrated``,
+        ``profile_similarity`` (Pearson correlation of the model's ID profile
+        with the brain's), ``encoding[...]``, ``cka[...]`` (linear CKA
+        calibrated against shuffled stimuli; raw in ``cka_raw[...]``, with
+        ``cka_null_sd[...]`` and ``cka_p[...]``), metadata columns. ``table.attrs`` holds the brain's
         profile, the scale grid and each representation's profile.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     from .similarity import compare_profiles
 
@@ -301,7 +371,8 @@ def alignment_table(representations, subj, *, brain_networks=("early visual", "m
     if not sel.any():
         raise ValueError(f"brain_networks {list(brain_networks)} match no voxel; networks are "
                          f"{sorted(set(subj.voxels.network))}.")
-    brain = scale_invariance(subj.betas[:, sel], ks, estimator=estimator, random_state=random_state)
+    brain = scale_invariance(subj.betas[:, sel], ks, estimator=estimator, n_null=n_null,
+                             random_state=random_state)
     rows, profiles = {}, {}
     for name, X in tqdm(representations.items(), disable=not progress, desc="representations"):
         X = check_array(X, f"representations[{name!r}]")
@@ -309,11 +380,12 @@ def alignment_table(representations, subj, *, brain_networks=("early visual", "m
             raise ValueError(f"representations[{name!r}] has {X.shape[0]} rows; it needs one per "
                              f"stimulus of the subset (the subject uses rows up to {np.max(subj.image_index)}).")
         inv = scale_invariance(X[subj.image_index], brain["ks"], estimator=estimator,
-                               random_state=random_state)
+                               n_null=n_null, random_state=random_state)
         profiles[name] = inv["id_profile"]
-        row = {k: inv[k] for k in ("mean_id", "id_cv", "cross_scale_similarity")}
+        row = {k: inv[k] for k in _INVARIANCE_COLUMNS}
         row["profile_similarity"] = float(compare_profiles(inv["id_profile"], brain["id_profile"]))
-        row.update(brain_alignment(X, subj, networks=networks, random_state=random_state))
+        row.update(brain_alignment(X, subj, networks=networks, n_permutations=n_permutations,
+                                   random_state=random_state))
         row.update((metadata or {}).get(name, {}))
         rows[name] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
@@ -321,7 +393,7 @@ def alignment_table(representations, subj, *, brain_networks=("early visual", "m
     # Plain lists, not arrays: pandas compares attrs with == when tables are concatenated.
     table.attrs.update(ks=brain["ks"].tolist(), brain_profile=brain["id_profile"].tolist(),
                        profiles={k: v.tolist() for k, v in profiles.items()},
-                       brain={k: brain[k] for k in ("mean_id", "id_cv", "cross_scale_similarity")})
+                       brain={k: brain[k] for k in _INVARIANCE_COLUMNS})
     return table
 
 

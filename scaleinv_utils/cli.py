@@ -7,15 +7,21 @@ Examples
     scaleinv-data info
     scaleinv-data download --subject 1 --roi nsdgeneral --agree-nsd-terms
     scaleinv-data prepare  --subject 1 --roi nsdgeneral --n-train 1000 --agree-nsd-terms
-    scaleinv-data verify
+    scaleinv-data verify [--repair]
+    scaleinv-data smoke --agree-nsd-terms     # on a machine with internet: check the readers
 
 Every command has a Python twin in :mod:`scaleinv_utils.nsd`
-(``download``, ``prepare``, ``verify``, ``info``).
+(``download``, ``prepare``, ``verify``, ``info``, ``smoke``). Every failure
+ends in one line on stderr (``error: ...``) and a non-zero status: 1 for a
+problem, 2 for a refusal (terms not agreed, a subset of that name built from
+other parameters). ``SCALEINV_DEBUG=1`` shows the traceback.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 
 __all__ = ["main", "build_parser", "models_main"]
 
@@ -49,6 +55,8 @@ def _add_selection(p):
                    help="agree to NSD's terms of use (https://naturalscenesdataset.org/); "
                         "or set SCALEINV_NSD_AGREE=1")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.add_argument("--retries", type=int, default=5,
+                   help="attempts per request after the first without progress (default 5)")
 
 
 def build_parser():
@@ -63,11 +71,22 @@ def build_parser():
     _add_selection(p)
     p.add_argument("--out", default=None, help="where subsets go (default $SCALEINV_DATA/subsets)")
     p.add_argument("--captions", action="append", default=None,
-                   help="COCO caption file or URL (json or zip; repeatable; default COCO 2017 zip)")
-    p.add_argument("--overwrite", action="store_true", help="rebuild an existing subset")
+                   help="COCO caption file or URL (json or zip; repeatable; default "
+                        "$SCALEINV_COCO_URL, else <base-url>/coco/annotations_trainval2017.zip for "
+                        "a base URL other than NSD's, else COCO's own 2017 zip)")
+    p.add_argument("--overwrite", "--force", action="store_true", dest="overwrite",
+                   help="rebuild an existing subset (also one built with other parameters)")
     p = sub.add_parser("verify", help="re-check every cached file and prepared NSD subset")
     p.add_argument("--cache", default=None)
     p.add_argument("--size-only", action="store_true", help="skip checksums")
+    p.add_argument("--repair", action="store_true",
+                   help="fetch damaged cached files again and rebuild damaged NSD subsets")
+    p = sub.add_parser("smoke", help="read a few byte ranges of the real bucket's beta and "
+                                     "stimulus files and compare them with h5py's own slicing")
+    p.add_argument("--subject", "-s", type=int, default=1)
+    p.add_argument("--session", type=int, default=1)
+    p.add_argument("--base-url", default=None)
+    p.add_argument("--agree-nsd-terms", action="store_true")
     p = sub.add_parser("info", help="where things are, what is cached, whether terms are agreed")
     p.add_argument("--cache", default=None)
     return parser
@@ -93,40 +112,78 @@ def _specs(args):
             for space in (args.spaces or ["func1pt8mm"])]
 
 
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    return f"warning: {_one_line(message)}\n"
+
+
 def main(argv=None):
     """Run ``scaleinv-data``; returns the exit status (0 ok, 1 problems found, 2 refused)."""
-    from . import nsd
-    from .download import DownloadError
-
     args = build_parser().parse_args(argv)
+    old_format = warnings.formatwarning
+    warnings.formatwarning = _warning_line
     try:
-        if args.command == "info":
-            print(nsd.info(cache=args.cache))
-            return 0
-        if args.command == "verify":
-            problems = nsd.verify(cache=args.cache, checksum=not args.size_only)
-            for path, what in problems.items():
-                print(f"PROBLEM {path}: {what}")
-            print("all cached files and subsets verified" if not problems
-                  else f"{len(problems)} problem(s); re-run download/prepare to repair")
-            return 1 if problems else 0
-        for spec in _specs(args):
-            if args.command == "download":
-                paths = nsd.download(spec, agree_terms=args.agree_nsd_terms, base_url=args.base_url,
-                                     cache=args.cache, progress=not args.quiet)
-                print(f"{len(paths)} files cached for {spec.name}")
-            else:
-                path = nsd.prepare(spec, agree_terms=args.agree_nsd_terms, base_url=args.base_url,
-                                   cache=args.cache, out_dir=args.out, overwrite=args.overwrite,
-                                   captions=args.captions, progress=not args.quiet)
-                print(f"subset ready: {path}\nload it with scaleinv_utils.load_subset({str(path)!r})")
-        return 0
-    except nsd.TermsNotAccepted as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    except (DownloadError, ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        return _run(args)
+    except Exception as exc:  # noqa: BLE001 (the CLI's promise: one line, not a traceback)
+        from . import nsd
+        if os.environ.get("SCALEINV_DEBUG"):
+            raise
+        if isinstance(exc, nsd.TermsNotAccepted):
+            print(str(exc), file=sys.stderr)
+            return 2
+        if isinstance(exc, nsd.SpecMismatch):
+            print(f"refused: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        from .download import DownloadError
+        known = (DownloadError, ValueError, FileNotFoundError, KeyError, OSError)
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        kind = "" if isinstance(exc, known) else f"{type(exc).__name__}: "
+        print(f"error: {kind}{_one_line(text)} (SCALEINV_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = old_format
+
+
+def _run(args):
+    from . import nsd
+
+    if args.command == "info":
+        print(nsd.info(cache=args.cache))
+        return 0
+    if args.command == "verify":
+        problems = nsd.verify(cache=args.cache, checksum=not args.size_only, repair=args.repair)
+        for path, what in problems.items():
+            print(f"PROBLEM {path}: {what}")
+        if not problems:
+            print("all cached files and subsets verified" + (" (after repair)" if args.repair else ""))
+        else:
+            print(f"{len(problems)} problem(s)" + ("" if args.repair else
+                                                    "; `scaleinv-data verify --repair` repairs them"))
+        return 1 if problems else 0
+    if args.command == "smoke":
+        report = nsd.smoke(agree_terms=args.agree_nsd_terms, base_url=args.base_url,
+                           subject=args.subject, session=args.session)
+        for check, ok, detail in report:
+            print(f"{'OK  ' if ok else 'FAIL'} {check}: {detail}")
+        return 0 if all(ok for _, ok, _ in report) else 1
+    from .download import HTTPClient
+
+    client = HTTPClient(retries=args.retries, progress=not args.quiet)
+    for spec in _specs(args):
+        if args.command == "download":
+            paths = nsd.download(spec, agree_terms=args.agree_nsd_terms, base_url=args.base_url,
+                                 cache=args.cache, client=client, progress=not args.quiet)
+            print(f"{len(paths)} files cached for {spec.name}")
+        else:
+            path = nsd.prepare(spec, agree_terms=args.agree_nsd_terms, base_url=args.base_url,
+                               cache=args.cache, out_dir=args.out, overwrite=args.overwrite,
+                               captions=args.captions, client=client, progress=not args.quiet)
+            print(f"subset ready: {path}\nload it with scaleinv_utils.load_subset({str(path)!r})")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,8 +28,11 @@ stimuli and the responses of some subjects to them::
                       voxels/ijk        int64   (n_voxels, 3) volume indices (-1 for surfaces)
                       attrs: space, subject, affine (volumes)
 
-``write_subset`` writes one; ``load_subset`` reads one, or builds the demo
-world on first use with ``load_subset("demo")``. The NSD tools of
+``write_subset`` writes one; ``read_subset`` reads one;
+:func:`scaleinv_utils.datasets.load_subset` (``su.load_subset``) finds one by
+name or builds the demo world on first use with ``load_subset("demo")``.
+This module imports nothing of :mod:`~scaleinv_utils.demo` (which writes
+through it). The NSD tools of
 :mod:`scaleinv_utils.nsd` write real subsets in exactly this format, so a
 chapter switches from demo to real data by changing the name it loads.
 """
@@ -45,12 +48,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import data_dir
 from .reliability import noise_ceiling
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "SPACES", "Subset", "SubjectData", "StimulusSet",
-    "VoxelInfo", "load_subset", "write_subset", "verify_subset", "SubsetError",
+    "VoxelInfo", "read_subset", "write_subset", "verify_subset", "SubsetError", "array_digests",
 ]
 
 FORMAT_NAME = "scaleinv-subset"
@@ -302,6 +304,46 @@ def _sha256(path, chunk=1 << 20):
     return h.hexdigest()
 
 
+def array_digests(path):
+    """SHA-256 of every array of a subset file, over its values (not the HDF5 layout).
+
+    Two subsets with equal digests hold bit-identical arrays even when HDF5
+    laid the bytes out differently.
+
+    Parameters
+    ----------
+    path : str or Path
+        One ``.h5`` file of a subset.
+
+    Returns
+    -------
+    digests : dict of str to str
+        ``"<file>:<dataset path>"`` -> hex digest of dtype, shape and C-order bytes.
+    """
+    import h5py
+
+    path = Path(path)
+    out = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            val = obj[()]
+            h = hashlib.sha256()
+            if obj.dtype.kind in "OS":  # strings: their UTF-8 text
+                h.update(b"str" + repr(np.shape(val)).encode())
+                for x in np.ravel(val):
+                    h.update((x if isinstance(x, bytes) else str(x).encode()) + b"\0")
+            else:
+                val = np.ascontiguousarray(val)
+                h.update(f"{val.dtype.str}{val.shape}".encode())
+                h.update(val.tobytes())
+            out[f"{path.name}:{name}"] = h.hexdigest()
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return out
+
+
 def _str_array(values):
     import h5py
     return np.asarray(values, dtype=object), h5py.string_dtype("utf-8")
@@ -388,10 +430,14 @@ def write_subset(path, *, stimuli, subjects, source, space, roi, name=None,
             _write_subject(tmp / f"{subject}.h5", subject, space, d, n_images)
         files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
                  for p in sorted(tmp.glob("*.h5"))}
+        arrays = {}
+        for p in sorted(tmp.glob("*.h5")):
+            arrays.update(array_digests(p))
         manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "name": name or path.name,
                     "source": source, "space": space, "roi": roi,
                     "subjects": sorted(subjects), "n_images": n_images,
-                    "description": description, "files": files, **(extra or {})}
+                    "description": description, "files": files, "arrays": arrays,
+                    **(extra or {})}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=_json_default))
         umask = os.umask(0)
         os.umask(umask)
@@ -536,7 +582,8 @@ def verify_subset(path, checksum=True):
             raise SubsetError(f"{fpath} has {size} bytes, the manifest says {info['size']}: "
                               "the file is truncated or altered; rebuild the subset.")
         if checksum and _sha256(fpath) != info["sha256"]:
-            raise SubsetError(f"{fpath} does not match its SHA-256 in the manifest: corrupt file.")
+            raise SubsetError(f"{fpath} does not match its SHA-256 in the manifest: corrupt file; "
+                              "rebuild the subset (NSD: `scaleinv-data verify --repair`).")
     return manifest
 
 
@@ -574,24 +621,14 @@ def _read_subject(path, subject):
         raise SubsetError(f"Cannot read {path}: {exc}. The file is corrupt or incomplete.") from exc
 
 
-def load_subset(name_or_path="demo", *, verify=False, **demo_kwargs):
-    """Load a subset: the demo world by name, or any subset directory by path.
-
-    This is the one line a chapter changes to switch data::
-
-        subset = load_subset("demo")                       # synthetic, offline
-        subset = load_subset("~/.cache/scaleinv/subsets/nsd-subj01-nsdgeneral")  # real NSD
+def read_subset(path, *, verify=True):
+    """Read the subset directory at ``path`` (no name look-up, no demo building).
 
     Parameters
     ----------
-    name_or_path : str or Path
-        ``"demo"`` builds (first time, a few seconds) and caches the demo world
-        under ``data_dir("subsets")``; any other value is a subset directory or
-        the name of one inside ``data_dir("subsets")``.
+    path : str or Path
     verify : bool
-        Check SHA-256 checksums of every file (sizes are always checked).
-    **demo_kwargs
-        Parameters of :func:`scaleinv_utils.demo.make_demo_world` (seed, sizes).
+        Check every file's SHA-256 against the manifest (sizes are always checked).
 
     Returns
     -------
@@ -600,25 +637,9 @@ def load_subset(name_or_path="demo", *, verify=False, **demo_kwargs):
     Raises
     ------
     SubsetError
-        If the subset does not exist, is incomplete, corrupt, or of another
-        format version.
+        If the subset is missing, incomplete, corrupt, or of another format version.
     """
-    if str(name_or_path) == "demo":
-        from .demo import demo_subset_path
-        path = demo_subset_path(**demo_kwargs)
-    else:
-        if demo_kwargs:
-            raise TypeError(f"Generator parameters {sorted(demo_kwargs)} apply only to 'demo'.")
-        path = Path(os.path.expanduser(str(name_or_path)))
-        if not path.exists() and not path.is_absolute() and len(path.parts) == 1:
-            candidate = data_dir("subsets", create=False) / path
-            if candidate.exists():
-                path = candidate
-            else:
-                available = sorted(p.name for p in data_dir("subsets").glob("*")
-                                   if (p / "manifest.json").exists())
-                raise SubsetError(f"Unknown subset {str(name_or_path)!r}: no such directory. "
-                                  f"Available: {['demo'] + available}.")
+    path = Path(path)
     manifest = verify_subset(path, checksum=verify)
     stimuli = _read_stimuli(path / "stimuli.h5")
     return Subset(path, manifest, stimuli)

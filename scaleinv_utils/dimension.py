@@ -184,6 +184,15 @@ def _check_constant(X, name="X"):
             "is undefined.")
 
 
+def _n_points(X, graph, name="X"):
+    """Number of points, after validating X (dtype, shape, finiteness) before any scale check."""
+    if X is None:
+        if graph is None:
+            raise ValueError("Pass the data X or a precomputed NeighborGraph as graph=.")
+        return graph.n_samples
+    return check_array(X, name, min_samples=3).shape[0]
+
+
 def _dedupe(X, name="X"):
     """Drop exact duplicate rows (first copy kept, order preserved) with a warning."""
     n_dup = count_duplicates(X)
@@ -377,7 +386,7 @@ def gride(X=None, k=1, *, graph=None, n_bootstrap=0, confidence=0.95, random_sta
     ValueError
         If X has NaNs, is constant, or 2k >= n_samples; or ``graph`` has zero distances.
     """
-    n = graph.n_samples if X is None and graph is not None else np.shape(X)[0]
+    n = _n_points(X, graph)
     k = check_scale(k, n, "k")
     X, graph, _ = _prepare(X, 2 * k, graph, device)
     log_mu = _log_ratio(graph.distances, k, 2 * k)
@@ -420,7 +429,7 @@ def twonn(X=None, k=1, *, graph=None, n_bootstrap=0, confidence=0.95, random_sta
     ValueError
         As in :func:`gride`.
     """
-    n = graph.n_samples if X is None and graph is not None else np.shape(X)[0]
+    n = _n_points(X, graph)
     k = check_scale(k, n - 1, "k")
     X, graph, _ = _prepare(X, k + 1, graph, device)
     log_mu = _log_ratio(graph.distances, k, k + 1)
@@ -452,7 +461,7 @@ def gride_scaling(X=None, range_max=64, *, graph=None, device=None):
         Mean of the k-th and 2k-th neighbour distances over points: DADApy's
         default scale axis ``rs_scaling``.
     """
-    n = graph.n_samples if X is None and graph is not None else np.shape(X)[0]
+    n = _n_points(X, graph)
     range_max = check_scale(min(int(range_max), n - 1), n, "range_max", minimum=2)
     ks = 2 ** np.arange(int(np.log2(range_max)))
     X, graph, _ = _prepare(X, int(2 * ks[-1]), graph, device)
@@ -531,7 +540,7 @@ def mle(X=None, k=10, *, graph=None, average="mackay", unbiased=False, n_bootstr
     ValueError
         As in :func:`gride`, or k < 2 (k < 3 when unbiased).
     """
-    n = graph.n_samples if X is None and graph is not None else np.shape(X)[0]
+    n = _n_points(X, graph)
     k = check_scale(k, n, "k", minimum=3 if unbiased else 2)
     X, graph, _ = _prepare(X, k, graph, device)
     pw = _mle_pointwise_all(graph.distances, np.array([k]), unbiased)[:, 0]
@@ -618,6 +627,20 @@ def _fraction_count(G, row_sums, total, k, fraction):
     return np.sum(cum < fraction, axis=1) + 1
 
 
+def _warn_lpca_cap(values, ks, n_features, name):
+    """Warn where local PCA is near its ceiling: k points span at most k - 1 dimensions."""
+    cap = np.minimum(np.asarray(ks) - 1, n_features)
+    near = (np.asarray(ks) - 1 < n_features) & (np.asarray(values) > 0.6 * cap)
+    if np.any(near):
+        k = int(np.asarray(ks)[near][0])
+        v = float(np.asarray(values)[near][0])
+        warnings.warn(
+            f"local PCA at {name}={k} gives {v:.3g}, near its ceiling: k={k} neighbours span at most "
+            f"k - 1 = {k - 1} dimensions (X has {n_features} features), so a higher intrinsic "
+            f"dimension cannot show at this scale; read local PCA only at larger k.",
+            UserWarning, stacklevel=3)
+
+
 def _pick_centers(n_samples, n_centers, random_state):
     if n_centers is None or n_centers >= n_samples:
         return np.arange(n_samples)
@@ -674,7 +697,7 @@ def local_pca(X, k=20, *, fraction=0.9, method="fraction", graph=None, n_centers
         raise ValueError(f"fraction={fraction} must be in (0, 1].")
     if X is None:
         raise ValueError("local_pca needs the data X, not only a neighbour graph.")
-    k = check_scale(k, np.shape(X)[0], "k", minimum=2)
+    k = check_scale(k, _n_points(X, None), "k", minimum=2)
     X, graph, _ = _prepare(X, k, graph, device)
     rng = check_random_state(random_state)
     centers = _pick_centers(X.shape[0], n_centers, rng)
@@ -684,6 +707,7 @@ def local_pca(X, k=20, *, fraction=0.9, method="fraction", graph=None, n_centers
     if n_bootstrap:
         boot = _bootstrap_indices(pw.size, n_bootstrap, rng)
         ci = tuple(float(v) for v in _percentiles(pw[boot].mean(axis=1), confidence))
+    _warn_lpca_cap(np.array([pw.mean()]), np.array([k]), X.shape[1], "k")
     return IDEstimate(float(pw.mean()), k, "lpca" if method == "fraction" else "lpca_pr",
                       pointwise=pw, ci=ci)
 
@@ -777,6 +801,12 @@ def id_profile(X, ks=None, estimators=("gride", "twonn", "mle", "lpca", "lpca_pr
         raise ValueError(f"Unknown estimators {unknown}; choose from {ESTIMATORS}.")
     X = check_array(X, "X", min_samples=3)
     _check_constant(X)
+    n_dup_first = 0
+    if ks is None and graph is None:
+        # The default grid is chosen for the points that will be used: duplicates go first.
+        X, n_dup_first = _dedupe(X)
+        if X.shape[0] < 3:
+            raise ValueError(f"X has only {X.shape[0]} distinct rows; at least 3 are needed.")
     n = X.shape[0]
     if ks is None:
         ks = scale_grid(n, 20, k_min=min(5, n // 4) if n >= 8 else 2,
@@ -789,6 +819,7 @@ def id_profile(X, ks=None, estimators=("gride", "twonn", "mle", "lpca", "lpca_pr
             f"ks up to {ks.max()} need the {need}-th neighbour (Gride uses rank 2k), which must be "
             f"smaller than n_samples={n}; lower the largest scale.")
     X, graph, n_dup = _prepare(X, need, graph, device)
+    n_dup += n_dup_first
     n = X.shape[0]
     rng = check_random_state(random_state)
     dist = graph.distances
@@ -838,6 +869,7 @@ def id_profile(X, ks=None, estimators=("gride", "twonn", "mle", "lpca", "lpca_pr
                 boot_means = np.stack([pw[rng.integers(0, pw.size, (n_bootstrap, pw.size))].mean(axis=1)
                                        for pw in pws], axis=1)
             store(name, [pw.mean() for pw in pws], boot_means)
+            _warn_lpca_cap(ids[name], ks, X.shape[1], "ks")
             stderr[name] = np.array([_standard_error(pw, n) for pw in pws])
 
     # Keep the caller's order of estimators.

@@ -40,6 +40,7 @@ __all__ = [
     "fit_encoding", "fit_banded_encoding", "predict_encoding", "r2_per_voxel",
     "pearson_per_voxel", "normalise_by_noise_ceiling", "score_encoding",
     "encoding_scores", "layerwise_encoding", "summarise_by_label", "resolve_backend",
+    "ridge_peak_bytes", "plan_ridge_batches",
 ]
 
 #: Default grid of ridge penalties (for standardised features): 1e-1 ... 1e7.
@@ -208,9 +209,146 @@ def _expand(values, mask, fill=np.nan, axis=-1):
     return out
 
 
+# --------------------------------------------------------------------------- GPU memory
+#: Fraction of the device's free memory a fit plans to use (the rest: allocator slack,
+#: kernels' workspaces, the caller's own tensors).
+MEMORY_FRACTION = 0.8
+
+
+def ridge_peak_bytes(n_samples, n_features, n_targets, *, n_alphas, n_folds=5,
+                     n_targets_batch=None, n_alphas_batch=None, itemsize=4, Y_in_cpu=False,
+                     kernel=False):
+    """Peak device memory of one himalaya ridge fit with cross-validated alphas (an upper model).
+
+    The largest live set of himalaya's solver (``solve_group_ridge_random_search``, which
+    RidgeCV, KernelRidgeCV and BandedRidgeCV share) during one fold, or during the final refit
+    if larger: Y; X and its train/validation copies (or the kernel and its copies); the resolution
+    matrices of a batch of alphas, (alphas, n_features, n_train) and (alphas, n_val, n_train),
+    alive together; and, per batch of targets, Y's train/validation copies, the predictions
+    (alphas, n_val, targets) and two temporaries of the same size in the scoring function.
+
+    Parameters
+    ----------
+    n_samples, n_features, n_targets : int
+    n_alphas : int
+    n_folds : int
+    n_targets_batch, n_alphas_batch : int or None
+        None: all at once.
+    itemsize : int
+        4 for float32, 8 for float64.
+    Y_in_cpu : bool
+        Y stays in host memory (only its batches come to the device).
+    kernel : bool
+        The kernel solver (features replaced by the n_train columns of the linear kernel).
+
+    Returns
+    -------
+    n_bytes : int
+    """
+    tb = n_targets if n_targets_batch is None else min(int(n_targets_batch), n_targets)
+    ab = n_alphas if n_alphas_batch is None else min(int(n_alphas_batch), n_alphas)
+    n_val = -(-n_samples // n_folds)
+    n_tr = n_samples - n_samples // n_folds
+    p = n_tr if kernel else n_features
+    data = (0 if Y_in_cpu else n_samples * n_targets) + (
+        2 * n_samples * n_samples if kernel else 2 * n_samples * n_features)
+    scores = n_folds * n_alphas * n_targets
+    fold = (ab * p * n_tr + ab * n_val * n_tr            # resolution matrices
+            + n_samples * tb + n_tr * tb + n_val * tb    # Y[:, batch], its train / val rows
+            + 3 * ab * n_val * tb)                       # predictions and the loss' temporaries
+    refit = ab * p * n_samples + n_samples * tb + ab * p * tb
+    return int(itemsize * (data + scores + max(fold, refit)))
+
+
+def _free_device_bytes(device="cuda"):
+    """Free memory of the GPU (total minus what torch holds where the driver cannot say)."""
+    import torch
+
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    except Exception:  # no driver query (a mock device): total minus torch's allocations
+        total = torch.cuda.get_device_properties(0).total_memory
+        return int(total - torch.cuda.memory_allocated())
+
+
+def plan_ridge_batches(n_samples, n_features, n_targets, *, n_alphas, n_folds=5, itemsize=4,
+                       budget_bytes, kernel=False, min_targets_batch=256):
+    """Target and alpha batches (and whether Y stays on the host) that fit a memory budget.
+
+    Keeps all alphas and all targets when they fit; otherwise the largest target batch for
+    all alphas, halving the alpha batch while fewer than ``min_targets_batch`` targets would
+    fit, and finally Y in host memory.
+
+    Parameters
+    ----------
+    n_samples, n_features, n_targets, n_alphas, n_folds, itemsize, kernel
+        See :func:`ridge_peak_bytes`.
+    budget_bytes : int
+        Device memory the fit may use.
+    min_targets_batch : int
+
+    Returns
+    -------
+    plan : dict
+        ``n_targets_batch`` and ``n_alphas_batch`` (None: all at once), ``Y_in_cpu`` and
+        ``peak_bytes`` (:func:`ridge_peak_bytes` of the plan).
+
+    Raises
+    ------
+    MemoryError
+        If not even one alpha and ``min(n_targets, min_targets_batch)`` targets fit.
+    """
+    common = dict(n_alphas=n_alphas, n_folds=n_folds, itemsize=itemsize, kernel=kernel)
+    floor = min(n_targets, min_targets_batch)
+    for y_in_cpu in (False, True):
+        ab = n_alphas
+        while ab >= 1:
+            at0 = ridge_peak_bytes(n_samples, n_features, n_targets, n_targets_batch=0,
+                                   n_alphas_batch=ab, Y_in_cpu=y_in_cpu, **common)
+            at1 = ridge_peak_bytes(n_samples, n_features, n_targets, n_targets_batch=1,
+                                   n_alphas_batch=ab, Y_in_cpu=y_in_cpu, **common)
+            per_target = max(1, at1 - at0)
+            tb = min(n_targets, (budget_bytes - at0) // per_target) if budget_bytes > at0 else 0
+            if tb >= floor:
+                tb = int(tb)
+                return {"n_targets_batch": None if tb >= n_targets else tb,
+                        "n_alphas_batch": None if ab == n_alphas else ab, "Y_in_cpu": y_in_cpu,
+                        "peak_bytes": ridge_peak_bytes(n_samples, n_features, n_targets,
+                                                       n_targets_batch=tb, n_alphas_batch=ab,
+                                                       Y_in_cpu=y_in_cpu, **common)}
+            ab = ab // 2 if ab > 1 else 0
+    need = ridge_peak_bytes(n_samples, n_features, n_targets, n_targets_batch=floor,
+                            n_alphas_batch=1, Y_in_cpu=True, **common)
+    raise MemoryError(
+        f"a ridge fit of {n_samples} x {n_features} needs at least {need / 2**30:.2f} GiB of device "
+        f"memory (one alpha, {floor} targets at a time), but budget_bytes allows "
+        f"{budget_bytes / 2**30:.2f} GiB: free GPU memory or use backend='numpy'.")
+
+
+def _gpu_batches(name, Xc, Yc, n_alphas, n_folds, kernel, n_targets_batch, n_alphas_batch,
+                 Y_in_cpu):
+    """Resolve "auto" batches: planned from free GPU memory on a GPU backend, None otherwise."""
+    auto_t, auto_a = n_targets_batch == "auto", n_alphas_batch == "auto"
+    if not (auto_t or auto_a):
+        return n_targets_batch, n_alphas_batch, Y_in_cpu
+    if "cuda" not in name:
+        return (None if auto_t else n_targets_batch), (None if auto_a else n_alphas_batch), Y_in_cpu
+    plan = plan_ridge_batches(Xc.shape[0], Xc.shape[1], Yc.shape[1], n_alphas=n_alphas,
+                              n_folds=n_folds, itemsize=Xc.dtype.itemsize, kernel=kernel,
+                              budget_bytes=int(MEMORY_FRACTION * _free_device_bytes()))
+    return (plan["n_targets_batch"] if auto_t else n_targets_batch,
+            plan["n_alphas_batch"] if auto_a else n_alphas_batch,
+            Y_in_cpu or plan["Y_in_cpu"])
+
+
+def _n_folds(splitter):
+    return splitter.get_n_splits() if hasattr(splitter, "get_n_splits") else len(list(splitter))
+
+
 def fit_encoding(X_train, Y_train, *, alphas=None, cv=5, standardize=True, fit_intercept=True,
-                 backend=None, solver="auto", n_targets_batch=None, Y_in_cpu=False,
-                 random_state=None):
+                 backend=None, solver="auto", n_targets_batch="auto", n_alphas_batch="auto",
+                 Y_in_cpu=False, random_state=None):
     """Fit ridge regression from features to voxels, alpha chosen per voxel by CV.
 
     Parameters
@@ -240,10 +378,16 @@ def fit_encoding(X_train, Y_train, *, alphas=None, cv=5, standardize=True, fit_i
         "primal" solves ridge in feature space (himalaya RidgeCV), "kernel" in
         sample space with a linear kernel (KernelRidgeCV; same solution, cheaper
         when n_features > n_samples); "auto" picks the cheaper one.
-    n_targets_batch : int or None
+    n_targets_batch : int, None or "auto"
         Voxels solved at once (limits GPU memory); None solves all at once.
+        "auto": on a GPU backend, the largest batch that fits in 80% of the
+        free GPU memory (:func:`plan_ridge_batches`); None on the CPU.
+    n_alphas_batch : int, None or "auto"
+        Penalties solved at once; "auto" as for ``n_targets_batch`` (all of
+        them unless even a small batch of voxels would not fit).
     Y_in_cpu : bool
-        Keep Y in CPU memory with a GPU backend (for very many voxels).
+        Keep Y in CPU memory with a GPU backend (for very many voxels); the
+        automatic plan turns it on when Y alone would not fit.
     random_state : int or None
         Shuffle the folds with this seed; None keeps the samples in order.
 
@@ -270,6 +414,10 @@ def fit_encoding(X_train, Y_train, *, alphas=None, cv=5, standardize=True, fit_i
     if solver not in ("auto", "primal", "kernel"):
         raise ValueError(f"solver must be 'auto', 'primal' or 'kernel', got {solver!r}.")
     use_kernel = solver == "kernel" or (solver == "auto" and Xc.shape[1] > Xc.shape[0])
+    n_targets_batch, n_alphas_batch, Y_in_cpu = _gpu_batches(
+        name, Xc, Yc, len(alphas), _n_folds(splitter), use_kernel, n_targets_batch,
+        n_alphas_batch, Y_in_cpu)
+    batches = {"n_targets_batch": n_targets_batch, "n_alphas_batch": n_alphas_batch}
     with _himalaya_backend(name) as bk:
         if use_kernel:
             # with more features than samples, the n x n linear kernel is the cheaper system;
@@ -277,14 +425,12 @@ def fit_encoding(X_train, Y_train, *, alphas=None, cv=5, standardize=True, fit_i
             from himalaya.kernel_ridge import KernelRidgeCV
 
             ridge = KernelRidgeCV(alphas=alphas, kernel="linear", cv=splitter,
-                                  solver_params={"n_targets_batch": n_targets_batch},
-                                  Y_in_cpu=Y_in_cpu)
+                                  solver_params=batches, Y_in_cpu=Y_in_cpu)
             ridge.fit(Xc, Yc)
             coef = np.asarray(bk.to_numpy(ridge.get_primal_coef()))
         else:
             ridge = RidgeCV(alphas=alphas, cv=splitter, fit_intercept=False,
-                            solver_params={"n_targets_batch": n_targets_batch, "warn": False},
-                            Y_in_cpu=Y_in_cpu)
+                            solver_params={**batches, "warn": False}, Y_in_cpu=Y_in_cpu)
             ridge.fit(Xc, Yc)
             coef = np.asarray(bk.to_numpy(ridge.coef_))
         best = np.asarray(bk.to_numpy(ridge.best_alphas_), dtype=float)
@@ -391,7 +537,8 @@ def _stack_bands(Xs, widths=None):
 
 
 def fit_banded_encoding(Xs_train, Y_train, *, alphas=None, cv=5, n_iter=20, standardize=True,
-                        backend=None, random_state=None):
+                        backend=None, n_targets_batch="auto", n_alphas_batch="auto",
+                        random_state=None):
     """Banded ridge: several feature spaces compete for each voxel.
 
     Each band (e.g. each model layer, or image vs caption features) gets its
@@ -412,6 +559,10 @@ def fit_banded_encoding(Xs_train, Y_train, *, alphas=None, cv=5, n_iter=20, stan
         Z-score every feature and divide each band by sqrt(its width), so bands
         of different sizes start on an equal footing.
     backend : str or None
+        himalaya backend; None uses "torch_cuda" on a GPU, else "numpy". On a
+        GPU backend the data are cast to float32 (as in :func:`fit_encoding`).
+    n_targets_batch, n_alphas_batch : int, None or "auto"
+        See :func:`fit_encoding`.
     random_state : int or None
         Seeds himalaya's random search (and shuffles folds).
 
@@ -438,10 +589,17 @@ def fit_banded_encoding(Xs_train, Y_train, *, alphas=None, cv=5, n_iter=20, stan
     seed = int(check_random_state(random_state).integers(2**31 - 1))
     groups = np.concatenate([np.full(w, b) for b, w in enumerate(widths)])
     name = resolve_backend(backend)
+    if "cuda" in name or "mps" in name:
+        Xc, Yc = Xc.astype(np.float32, copy=False), Yc.astype(np.float32, copy=False)
+    n_targets_batch, n_alphas_batch, y_in_cpu = _gpu_batches(
+        name, Xc, Yc, len(alphas), _n_folds(splitter), False, n_targets_batch, n_alphas_batch,
+        False)
     with _himalaya_backend(name) as bk:
-        model = BandedRidgeCV(groups=groups, cv=splitter, random_state=seed,
+        model = BandedRidgeCV(groups=groups, cv=splitter, random_state=seed, Y_in_cpu=y_in_cpu,
                               solver_params={"alphas": alphas, "n_iter": n_iter,
-                                             "progress_bar": False})
+                                             "progress_bar": False,
+                                             "n_targets_batch": n_targets_batch,
+                                             "n_alphas_batch": n_alphas_batch})
         model.fit(Xc, Yc)
         coef = np.asarray(bk.to_numpy(model.coef_))
         deltas = np.asarray(bk.to_numpy(model.deltas_))

@@ -394,6 +394,24 @@ def _bert_ctx(attention_mask):
 # ---------------------------------------------------------------------------
 # one batch through one model
 
+def _preprocess_on_device(model, batch):
+    """uint8 images -> the model's normalised input tensor, on the model's device.
+
+    Where ``preprocess_images`` takes ``device=``, the uint8 batch goes to the device first and
+    the conversion and resize run there (a GPU does them far faster than a Colab runtime's two
+    CPU cores); otherwise it runs on the CPU and the result is moved.
+    """
+    import inspect
+
+    try:
+        takes_device = "device" in inspect.signature(model.preprocess_images).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        takes_device = False
+    if takes_device:
+        return model.preprocess_images(batch, device=model.device).to(model.device)
+    return model.preprocess_images(batch).to(model.device)
+
+
 def _run_batch(model, tower, modality, batch, want_blocks, want_heads, want_final, pooling,
                autocast):
     """Forward one batch; return {layer: ndarray} for the requested layers."""
@@ -447,7 +465,7 @@ def _run_batch(model, tower, modality, batch, want_blocks, want_heads, want_fina
               else contextlib.nullcontext())
         with torch.no_grad(), ac:
             if modality == "image":
-                x = model.preprocess_images(batch).to(model.device)
+                x = _preprocess_on_device(model, batch)
                 ctx = _image_ctx(len(batch))
                 if model.adapter == "torchvision":
                     model.module(x)
@@ -504,6 +522,83 @@ def _cache_path(model, modality, layer, pooling, heads, captions, digest, precis
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.name)
     return data_dir("features", safe) / f"{modality}-{layer}-{'heads-' if heads else ''}{h}.npy", key
+
+
+class _Known:
+    """The parts of a model :func:`_cache_path` needs, for a model that is not loaded."""
+
+    def __init__(self, name, weights_id):
+        self.name, self.weights_id = name, weights_id
+
+
+def _layers_file(name):
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return data_dir("features", safe) / "layers.json"
+
+
+def _remember_layers(model, modality, tower):
+    """Record a tower's layer names beside its cached features (read before loading)."""
+    path = _layers_file(model.name)
+    try:
+        known = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    entry = {"blocks": [n for n, _ in tower.blocks], "kind": tower.kind}
+    if known.get(model.weights_id, {}).get(modality) == entry:
+        return
+    known.setdefault(model.weights_id, {})[modality] = entry
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(known, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _weights_id_without_loading(name):
+    """The ``weights_id`` :func:`scaleinv_utils.models.load_model` gives ``name``, or None."""
+    from .models.loaders import expected_weights_id
+    return expected_weights_id(name)
+
+
+def _cached_without_loading(name, stimuli, modality, layers, pooling, heads, captions, device):
+    """Every requested layer from the cache, without loading the model; None if any is missing."""
+    from .models import resolve_name
+    from .models.loaders import _resolve_device
+
+    try:
+        name = resolve_name(name)   # the cache is kept under the canonical name
+    except TypeError:
+        return None
+    weights_id = _weights_id_without_loading(name)
+    path = _layers_file(name)
+    if weights_id is None or not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text()).get(weights_id, {}).get(modality)
+    except (OSError, ValueError):
+        return None
+    if entry is None or (heads and entry["kind"] != "tokens"):
+        return None  # loading the model gives the proper error
+    if isinstance(layers, str) and layers == "all":
+        wanted = entry["blocks"] + ([] if heads else ["final"])
+    elif isinstance(layers, str):
+        wanted = [layers]
+    else:
+        wanted = list(layers)
+    if any(n not in entry["blocks"] + ["final"] for n in wanted) or (heads and "final" in wanted):
+        return None
+    autocast = str(_resolve_device(device)).startswith("cuda")
+    precision = "fp16-autocast" if autocast else "fp32"
+    digest = stimulus_digest(stimuli, modality, captions)
+    known, result = _Known(name, weights_id), {}
+    for layer in wanted:
+        p, _ = _cache_path(known, modality, layer, pooling, heads, captions, digest, precision)
+        if not p.is_file():
+            return None
+        try:
+            result[layer] = np.load(p)
+        except (OSError, ValueError):
+            return None
+    return result
 
 
 def _save_atomic(path, arr, key):
@@ -569,8 +664,11 @@ def get_features(model, stimuli, *, modality="image", layers="final", pooling="c
         mean of the features of all its captions, or caption number ``captions``.
     device : {"cpu", "cuda"} or None
         None picks the GPU when present; on a GPU the forward pass runs in
-        float16 autocast.
+        float16 autocast. With a model name and every requested layer in the
+        cache, the model is not loaded at all.
     batch_size : int
+        Images or captions per forward pass; halved (with a warning) whenever
+        a batch runs out of GPU memory.
     cache : bool
         Read and write the on-disk cache under ``data_dir("features")``.
     progress : bool
@@ -590,7 +688,7 @@ def get_features(model, stimuli, *, modality="image", layers="final", pooling="c
     KeyError
         For a model name not in the catalogue.
     """
-    from tqdm.auto import tqdm
+    from ._progress import tqdm
 
     if modality not in _MODALITIES:
         raise ValueError(f"modality must be one of {_MODALITIES}, got {modality!r}.")
@@ -598,8 +696,15 @@ def get_features(model, stimuli, *, modality="image", layers="final", pooling="c
         raise ValueError(f"pooling must be one of {_POOLINGS}, got {pooling!r}.")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if isinstance(model, str) and cache:
+        cached = _cached_without_loading(model, stimuli, modality, layers, pooling, heads,
+                                         captions, device)
+        if cached is not None:
+            return cached
     model = _resolve_model(model, device=device)
     tower = _tower(model, modality)
+    if cache:
+        _remember_layers(model, modality, tower)
     valid = tower.names
     if isinstance(layers, str) and layers == "all":
         wanted = [n for n, _ in tower.blocks] + ([] if heads or not tower.has_final else ["final"])
@@ -652,6 +757,31 @@ def get_features(model, stimuli, *, modality="image", layers="final", pooling="c
     return {name: result[name] for name in wanted}
 
 
+def _is_out_of_memory(exc):
+    import torch
+
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    return (isinstance(exc, oom) if oom else False) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def _back_off(batch_size, model, exc):
+    """Halve the batch after an out-of-memory error, free the cache, and say so once."""
+    import gc
+    import warnings
+
+    import torch
+
+    new = max(1, batch_size // 2)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    warnings.warn(f"{model.name}: a batch of {batch_size} does not fit in the memory of "
+                  f"{model.device} ({type(exc).__name__}); continuing with batch_size={new}.",
+                  RuntimeWarning, stacklevel=4)
+    return new
+
+
 def _extract(model, tower, modality, inputs, names, heads, pooling, autocast, batch_size,
              progress, tqdm):
     want_final = "final" in names
@@ -667,13 +797,22 @@ def _extract(model, tower, modality, inputs, names, heads, pooling, autocast, ba
         owner = np.repeat(np.arange(len(inputs)), [len(g) for g in inputs])
         n = len(flat)
     parts = {}
-    starts = range(0, n, batch_size)
-    for s in tqdm(starts, desc=f"{model.name} {modality}", disable=not progress,
-                  total=len(starts), leave=False):
-        out = _run_batch(model, tower, modality, flat[s:s + batch_size], want_blocks,
-                         want_heads, want_final, pooling, autocast)
+    bar = tqdm(total=n, desc=f"{model.name} {modality}", disable=not progress, leave=False)
+    s = 0
+    while s < n:
+        try:
+            out = _run_batch(model, tower, modality, flat[s:s + batch_size], want_blocks,
+                             want_heads, want_final, pooling, autocast)
+        except Exception as exc:
+            if not _is_out_of_memory(exc) or batch_size == 1:
+                raise
+            batch_size = _back_off(batch_size, model, exc)
+            continue
         for k, v in out.items():
             parts.setdefault(k, []).append(v)
+        bar.update(min(batch_size, n - s))
+        s += batch_size
+    bar.close()
     result = {}
     for name in names:
         key = ("heads", name) if heads and name != "final" else name

@@ -9,7 +9,9 @@ a best layer, a network label) or one curve over scale. This module draws them:
 - :func:`plot_surface_labels` draws categorical maps (networks, ROIs, best
   layer) with a legend;
 - :func:`plot_volume` draws per-voxel values of a func1pt8mm (volume) subset;
-- :func:`plot_profile` draws curves over scale with confidence bands.
+- :func:`plot_profile` draws curves over scale with confidence bands;
+- :func:`model_colors` gives each model one colour for every figure, and
+  :func:`signed_cmap` a diverging map whose smallest values stay visible.
 
 Each function returns the matplotlib Figure and accepts ``axes`` to draw into
 an existing figure. Vertices that carry no voxel are left transparent (NaN),
@@ -22,7 +24,7 @@ import numpy as np
 from ._validation import check_array
 
 __all__ = ["plot_surface", "plot_surface_labels", "plot_volume", "plot_profile",
-           "surface_maps"]
+           "surface_maps", "model_colors", "signed_cmap", "MODEL_COLORS"]
 
 _HEMIS = {"lh": "left", "rh": "right"}
 _N_VERTICES = {"fsaverage5": 10242, "fsaverage": 163842}
@@ -472,3 +474,80 @@ def plot_profile(ks, values, *, lower=None, upper=None, labels=None, ax=None, lo
     if labels is not None:
         ax.legend(frameon=False, fontsize=8)
     return fig
+
+
+# --------------------------------------------------------------------------- colours
+
+#: Fixed colours of the offline models, so a model looks the same in every figure: grey for
+#: the random floor, orange for vision-only, blues darkening with training data, green for
+#: the pretrained sentence encoder.
+MODEL_COLORS = {
+    "demo-random": "#8c8c8c",
+    "demo-vision-only": "#ff7f0e",
+    "demo-clip-small-data": "#9ecae1",
+    "demo-clip-medium-data": "#4292c6",
+    "demo-clip-full-data": "#08306b",
+    "minilm": "#2ca02c",
+}
+
+
+def model_colors(names):
+    """One colour per model name, the same in every figure of the book.
+
+    The offline models have fixed colours (:data:`MODEL_COLORS`); any other name (the
+    pretrained catalogue) gets a colour of matplotlib's "tab20" from its position in
+    :func:`scaleinv_utils.models.list_models` (names not in the catalogue: from a checksum of
+    the name), so it does not depend on which other models a figure shows.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Model names; "model/layer" keys use the part before the slash.
+
+    Returns
+    -------
+    colors : dict
+        name (as given) -> matplotlib colour.
+    """
+    import zlib
+
+    import matplotlib
+
+    from .models import list_models
+    catalogue = list_models()
+    palette = matplotlib.colormaps["tab20"]
+    colors = {}
+    for name in names:
+        model = str(name).split("/", 1)[0]
+        if model in MODEL_COLORS:
+            colors[name] = MODEL_COLORS[model]
+        else:
+            slot = catalogue.index(model) if model in catalogue else zlib.crc32(model.encode())
+            colors[name] = matplotlib.colors.to_hex(palette(slot % palette.N))
+    return colors
+
+
+def signed_cmap(name="RdBu_r", gap=0.25):
+    """A diverging colour map without its pale (or dark) centre, for maps that show only
+    significant values: the smallest positive value is already clearly red, the smallest
+    negative one clearly blue, so none vanishes into the background.
+
+    Parameters
+    ----------
+    name : str
+        A diverging matplotlib colour map.
+    gap : float in [0, 0.5)
+        The fraction of each half next to the centre that is left out.
+
+    Returns
+    -------
+    cmap : matplotlib.colors.ListedColormap
+    """
+    import matplotlib
+    if not 0 <= gap < 0.5:
+        raise ValueError(f"gap must be in [0, 0.5), got {gap!r}.")
+    base = matplotlib.colormaps[name]
+    half = 128
+    lo = base(np.linspace(0.0, 0.5 - gap, half))
+    hi = base(np.linspace(0.5 + gap, 1.0, half))
+    return matplotlib.colors.ListedColormap(np.vstack([lo, hi]), name=f"{name}_signed")

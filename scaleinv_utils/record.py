@@ -6,6 +6,10 @@ variable ``SCALEINV_RECORD`` names a JSON-lines file and every call appends to
 it; ``tests/test_chapter_numbers.py`` then compares the recorded values with
 ``tests/chapter_numbers.json`` within tolerance. Outside a build (a reader's
 notebook) the call only returns the value.
+
+The value comes back as a :class:`Recorded` (a float) that a notebook does not echo: a
+``record(...)`` call as a cell's last line leaves no stray number under the cell (the
+chapter shows the number where its text needs it).
 """
 from __future__ import annotations
 
@@ -14,9 +18,17 @@ import os
 
 import numpy as np
 
-__all__ = ["record", "RECORD_ENV"]
+__all__ = ["record", "Recorded", "RECORD_ENV"]
 
 RECORD_ENV = "SCALEINV_RECORD"
+
+
+class Recorded(float):
+    """A recorded number: a float that equals the value, and that Jupyter does not display
+    when it is a cell's result (as :class:`scaleinv_utils.exercises.CheckResult`)."""
+
+    def _ipython_display_(self):
+        pass
 
 
 def record(key, value):
@@ -31,7 +43,8 @@ def record(key, value):
 
     Returns
     -------
-    value : same as input
+    value : Recorded
+        The value as a float (equal to the input), not echoed as a notebook cell's result.
 
     Raises
     ------
@@ -45,4 +58,4 @@ def record(key, value):
     if path:
         with open(path, "a") as f:
             f.write(json.dumps({"key": key, "value": float(scalar)}) + "\n")
-    return value
+    return Recorded(scalar)

@@ -79,6 +79,10 @@ def average_repeats(trial_betas, trial_image):
     """
     B = check_array(trial_betas, "trial_betas", dtype=np.float64)
     trial_image = np.asarray(trial_image)
+    if trial_image.ndim != 1:
+        raise ValueError(f"trial_image must be 1-D of shape (n_trials,), one image label per trial; "
+                         f"got shape {trial_image.shape} (for an (n, 1) column use "
+                         f"trial_image.ravel()).")
     check_consistent_samples(trial_betas=B, trial_image=trial_image)
     image_ids, inverse, counts = np.unique(trial_image, return_inverse=True, return_counts=True)
     sums = np.zeros((len(image_ids), B.shape[1]))
@@ -106,10 +110,14 @@ def compute_ncsnr(trial_betas, trial_image):
     Raises
     ------
     ValueError
-        If no image was shown more than once.
+        If trial_image is not 1-D, lengths differ, or no image was shown more than once.
     """
     B = check_array(trial_betas, "trial_betas", dtype=np.float64)
     trial_image = np.asarray(trial_image)
+    if trial_image.ndim != 1:
+        raise ValueError(f"trial_image must be 1-D of shape (n_trials,), one image label per trial; "
+                         f"got shape {trial_image.shape} (for an (n, 1) column use "
+                         f"trial_image.ravel()).")
     check_consistent_samples(trial_betas=B, trial_image=trial_image)
     image_ids, inverse, counts = np.unique(trial_image, return_inverse=True, return_counts=True)
     repeated = counts >= 2

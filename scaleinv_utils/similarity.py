@@ -23,6 +23,7 @@ says how alike two profiles are (a model's and the brain's).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -368,8 +369,14 @@ def rbf_cka(X, Y, bandwidth=1.0, unbiased=False):
     Raises
     ------
     ValueError
-        If the stimulus counts differ, inputs contain NaNs, or a bandwidth is
-        not positive.
+        If the stimulus counts differ, inputs contain NaNs, a bandwidth is
+        not positive, or a representation's median distance is 0.
+
+    Warns
+    -----
+    UserWarning
+        If a bandwidth leaves the kernel nearly the identity (kernel weight at
+        the median nearest neighbour below 0.05): CKA then tends to 1 for any data.
 
     Notes
     -----
@@ -383,6 +390,25 @@ def rbf_cka(X, Y, bandwidth=1.0, unbiased=False):
     D2x, D2y = rdm(X, "sqeuclidean"), rdm(Y, "sqeuclidean")
     mx = np.median(np.sqrt(upper_triangle(D2x)))
     my = np.median(np.sqrt(upper_triangle(D2y)))
+    for name, m in (("X", mx), ("Y", my)):
+        if m == 0:
+            raise ValueError(f"{name} has a median distance of 0 between stimuli (it is constant "
+                             f"or mostly repeated rows), so the RBF bandwidth bandwidth x median "
+                             f"distance is 0 and RBF-CKA is undefined.")
+    for name, D2, m in (("X", D2x, mx), ("Y", D2y, my)):
+        # At the nearest neighbour the kernel must keep some weight, or the Gram matrix is
+        # the identity and CKA tends to 1 for any two representations.
+        nn2 = np.min(D2 + np.diag(np.full(D2.shape[0], np.inf)), axis=1)
+        weight = np.median(np.exp(-nn2[None, :] / (2.0 * (bw[:, None] * m) ** 2)), axis=1)
+        if np.any(weight < 0.05):
+            b = float(bw[np.argmax(weight < 0.05)])
+            warnings.warn(
+                f"bandwidth={b:.3g} is too small for {name}: sigma = {b * m:.3g} is below its typical "
+                f"nearest-neighbour distance {np.sqrt(np.median(nn2)):.3g}, so the RBF kernel is "
+                f"nearly the identity and CKA tends to 1 even for unrelated data; use a bandwidth of "
+                f"at least {np.sqrt(np.median(nn2) / (2 * np.log(20))) / m:.2g}.", UserWarning,
+                stacklevel=2)
+            break
     out = _rbf_cka_sq(D2x, D2y, bw * mx, bw * my, unbiased)
     return float(out[0]) if np.ndim(bandwidth) == 0 else out
 
@@ -399,8 +425,19 @@ def _as_graph(X, k_max, name):
         return X
     X = check_array(X, name, min_samples=2)
     check_scale(k_max, X.shape[0], "max(ks)")
+    if np.all(np.ptp(X, axis=0) == 0):
+        raise ValueError(f"{name} is constant (all {X.shape[0]} rows are identical): every stimulus "
+                         f"is at distance 0 from every other, so its nearest neighbours are "
+                         f"undefined (ties broken arbitrarily would give chance-level overlaps).")
     # Overlaps only count shared neighbours: float32 ranking is enough (see nearest_neighbors).
     return nearest_neighbors(X, k_max, exact=False)
+
+
+def _validated_n(X, name):
+    """n_samples of a NeighborGraph, or of X after validating it as a data matrix."""
+    if isinstance(X, NeighborGraph):
+        return X.n_samples
+    return check_array(X, name, min_samples=2).shape[0]
 
 
 def _n_samples(X):
@@ -477,7 +514,9 @@ def knn_overlap(X, Y, ks, kind="fraction", per_sample=False):
     """
     if kind not in ("fraction", "jaccard"):
         raise ValueError(f"kind must be 'fraction' or 'jaccard', got {kind!r}.")
-    n = check_consistent_samples(X=np.empty((_n_samples(X), 0)), Y=np.empty((_n_samples(Y), 0)))
+    # Validate the data (dtype, emptiness) before the scales are checked against its size.
+    n = check_consistent_samples(X=np.empty((_validated_n(X, "X"), 0)),
+                                 Y=np.empty((_validated_n(Y, "Y"), 0)))
     ks_arr, scalar = _check_ks(ks, n)
     gx, gy = _as_graph(X, int(ks_arr.max()), "X"), _as_graph(Y, int(ks_arr.max()), "Y")
     counts = _shared_counts(gx.indices, gy.indices, ks_arr).astype(np.float64)

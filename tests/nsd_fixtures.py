@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import threading
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -28,6 +29,7 @@ KASTNER = ["Unknown", "V1v", "V1d", "V2v", "V2d", "V3v", "V3d", "hV4", "VO1", "V
            "PHC2", "TO2", "TO1", "LO2", "LO1", "V3b", "V3a", "IPS0", "IPS1", "IPS2", "IPS3",
            "IPS4", "IPS5", "SPL1", "FEF"]
 #: a few HCP_MMP1 areas (NSD's ctab lists all 180), one or more per network, and one of none
+FLOC = ["Unknown", "OFA", "FFA-1", "FFA-2", "mTL-faces", "aTL-faces"]
 HCP = ["???", "V1", "44", "45", "STSdp", "PCV", "7m", "FEF", "IPS1", "A1", "p32", "TPOJ1",
        "FFC", "MT"]
 
@@ -52,7 +54,8 @@ def _ctab(path, names):
 def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
                   n_subject_images=60, n_shared=20, n_images=400, image_px=16,
                   vol_shape=(10, 12, 9), roi_fraction=0.2, n_vertices=10300,
-                  surface=False, signal=1.0, nan_vertices=(), nan_in_session1=(), seed=0):
+                  surface=False, signal=1.0, nan_vertices=(), nan_in_session1=(), edge_voxels=(),
+                  zero_in_session1=(), seed=0):
     """Write a miniature NSD bucket under ``root``.
 
     Each subject sees ``n_subject_images`` images (the first ``n_shared`` are
@@ -60,7 +63,13 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
     ``trials_per_session`` trials. A voxel's trial beta = signal x image
     pattern + noise, so repeats agree where signal > 0. On the surface,
     ``nan_vertices`` are NaN in every session (like a medial wall) and
-    ``nan_in_session1`` in session 1 only.
+    ``nan_in_session1`` in session 1 only. In the volume, ``edge_voxels`` and
+    ``zero_in_session1`` (rows of ``np.argwhere(mask)``) have all their betas
+    exactly 0 in every session, or in session 1 only: NSD's voxels without
+    data at the edge of the imaged volume. The volume's nsdgeneral marks
+    non-cortex with -1 (the first i-slab: outside the head; the last: white
+    matter), cortex with >= 0; the brainmask is liberal: everything but the
+    first slab.
 
     Returns
     -------
@@ -114,6 +123,9 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
     (root / "coco").mkdir(exist_ok=True)
     (root / "coco/captions_train2017.json").write_text(json.dumps(
         {"images": [{"id": int(c)} for c in coco], "annotations": anns}))
+    import zipfile  # COCO's annotations zip, where a mirror of the bucket keeps it
+    with zipfile.ZipFile(root / "coco/annotations_trainval2017.zip", "w") as z:
+        z.write(root / "coco/captions_train2017.json", "annotations/captions_train2017.json")
     truth["captions"] = captions
 
     # experimental design: 8 subjects' image lists, the first n_shared being the shared images
@@ -134,6 +146,24 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
     savemat(exp / "nsd_expdesign.mat", {"masterordering": master[None, :].astype(float),
                                         "subjectim": subjectim.astype(float),
                                         "sharedix": (shared + 1)[None, :].astype(float)})
+
+    if surface:
+        # the fsaverage atlases, shared by every subject (only these exist on fsaverage)
+        lab = root / "nsddata/freesurfer/fsaverage/label"
+        lab.mkdir(parents=True, exist_ok=True)
+        _ctab(lab / "streams.mgz.ctab", STREAMS)
+        _ctab(lab / "Kastner2015.mgz.ctab", KASTNER)
+        _ctab(lab / "HCP_MMP1.mgz.ctab", HCP)
+        fs_atlases = {}
+        for h in ("lh", "rh"):
+            m = np.zeros(n_vertices, dtype=np.int32)
+            m[rng.choice(n_vertices, int(roi_fraction * n_vertices), replace=False)] = 1
+            kastner, hcp = _atlases(np.arange(n_vertices))
+            fs_atlases[h] = {"nsdgeneral": m, "streams": m * (1 + np.arange(n_vertices) % 7),
+                             "Kastner2015": kastner, "HCP_MMP1": hcp}
+            for name, v in fs_atlases[h].items():
+                nib.save(nib.MGHImage(v.reshape(-1, 1, 1).astype(np.int32), np.eye(4)),
+                         lab / f"{h}.{name}.mgz")
 
     for s in subjects:
         sj = f"subj{s:02d}"
@@ -158,6 +188,7 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
             mask = dist <= np.quantile(dist, roi_fraction)
             nsdgeneral = np.where(mask, 1, 0).astype(np.int16)
             nsdgeneral[0] = -1  # outside the brain
+            nsdgeneral[-1] = -1  # white matter: inside the (liberal) brainmask, not cortex
             streams = np.where(mask, 1 + (ii % 7), 0).astype(np.int16)
             prf = np.where(mask & (jj < vol_shape[1] // 2), 1 + (kk % 7), 0).astype(np.int16)
             kastner, hcp = _atlases(np.arange(mask.size).reshape(vol_shape))
@@ -165,15 +196,16 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
                               ("prf-visualrois", prf), ("floc-faces", prf),
                               ("Kastner2015", kastner), ("HCP_MMP1", hcp)):
                 nib.save(nib.Nifti1Image(vol, affine), roi_dir / f"{name}.nii.gz")
-            nib.save(nib.Nifti1Image((nsdgeneral >= 0).astype(np.int16), affine),
+            brainmask = np.ones(vol_shape, np.int16)
+            brainmask[0] = 0
+            nib.save(nib.Nifti1Image(brainmask, affine),
                      root / f"nsddata/ppdata/{sj}/func1pt8mm/brainmask.nii.gz")
             lab = root / f"nsddata/freesurfer/{sj}/label"
             _ctab(lab / "streams.mgz.ctab", STREAMS)
             _ctab(lab / "prf-visualrois.mgz.ctab", PRF)
             _ctab(lab / "Kastner2015.mgz.ctab", KASTNER)
             _ctab(lab / "HCP_MMP1.mgz.ctab", HCP)
-            _ctab(lab / "floc-faces.mgz.ctab", ["Unknown", "OFA", "FFA-1", "FFA-2", "mTL-faces",
-                                                "aTL-faces", "x", "y"])
+            _ctab(lab / "floc-faces.mgz.ctab", FLOC + ["x", "y"])
             bdir = root / f"nsddata_betas/ppdata/{sj}/func1pt8mm/betas_fithrf_GLMdenoise_RR"
             bdir.mkdir(parents=True, exist_ok=True)
             weights = rng.standard_normal(vol_shape) * mask
@@ -183,6 +215,9 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
                 b = (signal * pattern[nsd_id[rows]][:, :, None, None] * weights[None]
                      + rng.standard_normal((rows.sum(),) + vol_shape) + 0.3 * sess)
                 b16 = np.clip(np.round(b * 300), -32768, 32767).astype(np.int16)
+                roi_ijk = np.argwhere(mask)
+                for v in list(edge_voxels) + (list(zero_in_session1) if sess == 1 else []):
+                    b16[(slice(None),) + tuple(roi_ijk[v])] = 0
                 raw[sess] = b16
                 # MATLAB writes column-major: h5py sees (trials, k, j, i); one voxel per chunk
                 with h5py.File(bdir / f"betas_session{sess:02d}.hdf5", "w") as f:
@@ -190,30 +225,39 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
                                      chunks=(trials_per_session, 1, 1, 1))
             ncsnr = rng.uniform(0, 1, vol_shape).astype(np.float32)
             nib.save(nib.Nifti1Image(ncsnr, affine), bdir / "ncsnr.nii.gz")
-            sub.update(mask=mask, raw=raw, ncsnr=ncsnr, affine=affine,
+            sub.update(mask=mask, raw=raw, ncsnr=ncsnr, affine=affine, cortex=nsdgeneral >= 0,
+                       brainmask=brainmask > 0,
                        labels={"streams": streams, "Kastner2015": kastner, "HCP_MMP1": hcp,
                                "prf-visualrois": prf})
         else:
-            lab = root / "nsddata/freesurfer/fsaverage/label"
-            lab.mkdir(parents=True, exist_ok=True)
-            _ctab(lab / "streams.mgz.ctab", STREAMS)
-            _ctab(lab / "prf-visualrois.mgz.ctab", PRF)
-            _ctab(lab / "Kastner2015.mgz.ctab", KASTNER)
-            _ctab(lab / "HCP_MMP1.mgz.ctab", HCP)
+            # NSD's layout: the atlases (nsdgeneral, streams, Kastner2015, HCP_MMP1) on fsaverage,
+            # the hand-drawn ROIs (prf-visualrois, floc-faces) on each subject's native surface,
+            # mapped by white-to-fsaverage (1-based native vertex per fsaverage vertex)
+            sub_lab = root / f"nsddata/freesurfer/{sj}/label"
+            _ctab(sub_lab / "prf-visualrois.mgz.ctab", PRF)
+            _ctab(sub_lab / "floc-faces.mgz.ctab", FLOC)
+            xdir = root / f"nsddata/ppdata/{sj}/transforms"
+            xdir.mkdir(parents=True, exist_ok=True)
             bdir = root / f"nsddata_betas/ppdata/{sj}/fsaverage/betas_fithrf_GLMdenoise_RR"
             bdir.mkdir(parents=True, exist_ok=True)
-            sub["mask"], sub["raw"], sub["ncsnr"], sub["labels"] = {}, {}, {}, {}
+            sub["mask"], sub["raw"], sub["ncsnr"], sub["labels"], sub["native"] = {}, {}, {}, {}, {}
             for h in ("lh", "rh"):
-                m = np.zeros(n_vertices, dtype=np.int32)
-                m[rng.choice(n_vertices, int(roi_fraction * n_vertices), replace=False)] = 1
-                kastner, hcp = _atlases(np.arange(n_vertices))
-                labels = {"nsdgeneral": m, "streams": m * (1 + np.arange(n_vertices) % 7),
-                          "prf-visualrois": m * (np.arange(n_vertices) % 8),
-                          "Kastner2015": kastner, "HCP_MMP1": hcp}
-                sub["labels"][h] = labels
-                for name, v in labels.items():
+                m = fs_atlases[h]["nsdgeneral"]
+                n_native = n_vertices + 97 + 13 * s  # each subject's surface has its own size
+                idx = rng.integers(1, n_native + 1, n_vertices)
+                native = {"prf-visualrois": np.where(rng.random(n_native) < 0.3,
+                                                     rng.integers(1, len(PRF), n_native), 0),
+                          "floc-faces": np.where(rng.random(n_native) < 0.2,
+                                                 rng.integers(1, len(FLOC), n_native), 0)}
+                for name, v in native.items():
                     nib.save(nib.MGHImage(v.reshape(-1, 1, 1).astype(np.int32), np.eye(4)),
-                             lab / f"{h}.{name}.mgz")
+                             sub_lab / f"{h}.{name}.mgz")
+                nib.save(nib.MGHImage(idx.reshape(-1, 1, 1).astype(np.int32), np.eye(4)),
+                         xdir / f"{h}.white-to-fsaverage.mgz")
+                labels = dict(fs_atlases[h])
+                labels.update({name: v[idx - 1] for name, v in native.items()})
+                sub["labels"][h] = labels
+                sub["native"][h] = dict(native, transform=idx)
                 w = rng.standard_normal(n_vertices) * m
                 raw = {}
                 for sess in range(1, n_sessions + 1):
@@ -236,7 +280,7 @@ def make_nsd_tree(root, *, subjects=(1,), n_sessions=3, trials_per_session=60,
 
 
 class NSDServer:
-    """Serve a directory on 127.0.0.1 like S3: HEAD, Range, MD5 ETag, and faults.
+    """Serve a directory on 127.0.0.1 like S3: HEAD, Range, If-Range, ETags, and faults.
 
     Faults are queued per path (relative, no leading slash) in ``faults[path]``
     and consumed one request at a time:
@@ -244,7 +288,12 @@ class NSDServer:
     ``"500"``  answer HTTP 500;  ``"drop:N"``  send the headers and N body bytes,
     then reset the connection;  ``"truncate:N"``  send N body bytes and close
     cleanly;  ``"corrupt"``  flip a byte of the body (ETag unchanged).
-    Paths in ``missing`` answer 404.
+    Paths in ``missing`` answer 404; paths in ``no_ranges`` ignore Range
+    (HTTP 200, whole file); paths in ``encoded`` carry ``Content-Encoding:
+    gzip`` as object metadata (the body is the stored bytes, as S3 sends them).
+    ``drop_every = n`` resets every n-th GET of any path after a few bytes.
+    ``etag_style = "multipart"`` gives S3 multipart-upload ETags
+    (``"<hex>-<parts>"``, not an MD5 of the file) instead of MD5 ones.
 
     Attributes
     ----------
@@ -252,14 +301,22 @@ class NSDServer:
         Body bytes sent, over all requests.
     requests : list of (str, str, str or None)
         (method, path, Range header) of every request.
+    headers : list of dict
+        The request headers of every request, in the same order.
     """
 
     def __init__(self, root):
         self.root = Path(root)
         self.faults = {}
         self.missing = set()
+        self.no_ranges = set()
+        self.encoded = set()
+        self.drop_every = 0
+        self.etag_style = "md5"
         self.bytes_sent = 0
         self.requests = []
+        self.headers = []
+        self._n_get = 0
         self._lock = threading.Lock()
         self._etags = {}
         server = self
@@ -285,7 +342,14 @@ class NSDServer:
                 rng = self.headers.get("Range")
                 with server._lock:
                     server.requests.append((self.command, rel, rng))
+                    server.headers.append(dict(self.headers.items()))
                     fault = server.faults.get(rel, []).pop(0) if server.faults.get(rel) else None
+                    if not head:
+                        server._n_get += 1
+                        if fault is None and server.drop_every and server._n_get % server.drop_every == 0:
+                            fault = "drop:3"
+                if rel in server.no_ranges:
+                    rng = None
                 if rel in server.missing or not path.is_file():
                     return self._status(404)
                 if fault == "500":
@@ -293,6 +357,10 @@ class NSDServer:
                 size = path.stat().st_size
                 etag = server._etag(path)
                 start, end, status = 0, size, 200
+                modified = formatdate(path.stat().st_mtime, usegmt=True)
+                if_range = self.headers.get("If-Range")
+                if rng and if_range and if_range not in (f'"{etag}"', modified):
+                    rng = None  # the client's copy is of another version: send the whole file
                 if rng and not head:
                     a, _, b = rng.removeprefix("bytes=").partition("-")
                     start = int(a)
@@ -312,7 +380,10 @@ class NSDServer:
                 self.send_response(status)
                 self.send_header("Content-Length", str(end - start))
                 self.send_header("ETag", f'"{etag}"')
+                self.send_header("Last-Modified", modified)
                 self.send_header("Accept-Ranges", "bytes")
+                if rel in server.encoded:
+                    self.send_header("Content-Encoding", "gzip")
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
                 self.end_headers()
@@ -355,6 +426,8 @@ class NSDServer:
                     for block in iter(lambda: fh.read(1 << 20), b""):
                         h.update(block)
                 self._etags[key] = h.hexdigest()
+            if self.etag_style == "multipart":  # S3: MD5 of the parts' MD5s, then "-<parts>"
+                return hashlib.md5(bytes.fromhex(self._etags[key])).hexdigest() + "-2"
             return self._etags[key]
 
     def __enter__(self):

@@ -82,9 +82,17 @@ def test_pipeline_on_representations_with_planted_order(small_world):
     rng = np.random.default_rng(1)
     noise_levels = [0.0, 0.5, 1.0, 2.0, 4.0]
     reps = {f"noise{lvl}": base + lvl * base.std() * rng.normal(size=base.shape) for lvl in noise_levels}
-    table = alignment_table(reps, subj, networks=["early visual"], progress=False,
+    table = alignment_table(reps, subj, networks=["early visual"], progress=False, n_null=2,
+                            n_permutations=50,
                             metadata={k: {"noise": v} for k, v in zip(reps, noise_levels)})
     assert list(table.index) == list(reps)
+    # calibrated columns beside the raw ones
+    np.testing.assert_allclose(table["cross_scale_similarity_calibrated"],
+                               table["cross_scale_similarity"] - table["cross_scale_similarity_null"])
+    np.testing.assert_allclose(table["id_cv_calibrated"], table["id_cv"] - table["id_cv_null"])
+    assert (table["cka[early visual]"] < table["cka_raw[early visual]"]).all()
+    assert table["cka[early visual]"].is_monotonic_decreasing
+    assert table["cka_p[early visual]"].iloc[0] == pytest.approx(1 / 51)
     assert table["encoding[early visual]"].is_monotonic_decreasing
     rel = relate_columns(table, "noise", "encoding[early visual]", n_permutations=5000, random_state=0)
     assert rel.statistic == pytest.approx(-1.0) and rel.p_value < 0.02  # exact p = 2/120
@@ -94,3 +102,18 @@ def test_pipeline_on_representations_with_planted_order(small_world):
     assert len(pd.concat([table, table.iloc[:1]])) == len(table) + 1
     with pytest.raises(KeyError, match="not in the table"):
         relate_columns(table, "nope", "id_cv")
+
+
+def test_calibrated_cka_null_matches_linear_cka_on_shuffles():
+    from scaleinv_utils import similarity as sm
+    from scaleinv_utils.alignment import _linear_cka_shuffle_null
+
+    rng = np.random.default_rng(3)
+    F, B = rng.normal(size=(40, 30)), rng.normal(size=(40, 25))
+    raw, null = _linear_cka_shuffle_null(F, B, 20, np.random.default_rng(0))
+    assert raw == pytest.approx(sm.linear_cka(F, B), abs=1e-12)
+    perm_rng = np.random.default_rng(0)
+    ref = [sm.linear_cka(F, B[perm_rng.permutation(40)]) for _ in range(20)]
+    np.testing.assert_allclose(null, ref, atol=1e-12)
+    # unrelated data of this size and dimension have a large raw CKA; the null removes it
+    assert raw > 0.4 and abs(raw - null.mean()) < 4 * null.std()

@@ -80,3 +80,27 @@ def test_internal_links_resolve():
             if not (page.parent / unquote(url.path)).resolve().exists():
                 broken.append(f"{page.relative_to(HTML)} -> {href}")
     assert not broken, "broken internal links:\n" + "\n".join(broken[:20])
+
+
+@pytest.mark.parametrize("chapter", chapter_pages())
+def test_exercises_are_numbered_per_chapter(chapter):
+    text = (HTML / f"{chapter}.html").read_text()
+    numbers = re.findall(r'<span class="caption-number">Exercise (\d+)\.(\d+) </span>', text)
+    expected = int(re.match(r"notebooks/(\d+)_", chapter).group(1))
+    assert numbers, f"{chapter}: no numbered exercise"
+    assert [(int(c), int(n)) for c, n in numbers] == [(expected, i) for i in
+                                                      range(1, len(numbers) + 1)], numbers
+    solutions = re.findall(r"Solution to<a [^>]*> Exercise (\d+\.\d+)", text)
+    assert solutions == [f"{c}.{n}" for c, n in numbers], f"{chapter}: solutions {solutions}"
+
+
+def test_bibliography_has_readable_labels_and_both_papers_with_links():
+    text = (HTML / "book" / "bibliography.html").read_text()
+    labels = re.findall(r'<span class="label"><span class="fn-bracket">\[</span>(.*?)'
+                        r'<span class="fn-bracket">\]</span>', text)
+    assert len(labels) > 10, "bibliography labels not found"
+    unreadable = [label for label in labels
+                  if not re.fullmatch(r"[^\d\[\]]+ (\d{4}[a-z]?|n\.d\.)", label)]
+    assert not unreadable, f"labels that are not 'Author et al. year': {unreadable}"
+    for arxiv_id in ("2506.12117", "2510.16870"):
+        assert f'href="https://arxiv.org/abs/{arxiv_id}"' in text, f"arXiv:{arxiv_id} has no link"

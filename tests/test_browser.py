@@ -1,8 +1,9 @@
 """The rendered book in a real browser: headless Chromium (Debian's chromium + chromedriver,
 driven by Selenium) opens every page of _build/html, served on 127.0.0.1, and checks that
 each page loads without console errors, every image displays, math is typeset by MathJax,
-every same-site link answers HTTP 200 (and its #fragment exists), and every chapter links
-to its notebook on Colab.
+every same-site link answers HTTP 200 (and its #fragment exists), every chapter links
+to its notebook on Colab, every table of a cell's output fits the page body and every figure
+is shown at least half as wide as the body (no postage stamps).
 
 Needs a built book (`make book`) and the browser (tests/tools/install_browser.sh .venv/bin/python).
 Without them these tests are skipped, unless SCALEINV_REQUIRE_BOOK=1 (book) or
@@ -43,6 +44,29 @@ ALLOWED_CONSOLE_ERRORS = [
      "pydata-sphinx-theme 0.17 logs this with console.error on a visitor's first page "
      "(empty localStorage, as in this fresh profile) and then uses the 'auto' mode"),
 ]
+
+
+# Sizes of what the chapters' cells show, read off the laid-out page (1280 x 900 window).
+LAYOUT_FACTS = r"""
+const body = document.querySelector('article.bd-article') || document.querySelector('main')
+             || document.body;
+const style = getComputedStyle(body);
+const bodyWidth = body.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+const where = el => {
+  const cell = el.closest('.cell');
+  const heading = cell && [...document.querySelectorAll('h1, h2, h3')]
+    .filter(h => h.compareDocumentPosition(cell) & Node.DOCUMENT_POSITION_FOLLOWING).pop();
+  return (heading ? heading.textContent.replace('#', '').trim() : '?').slice(0, 60);
+};
+return {
+  bodyWidth: bodyWidth,
+  tables: Array.from(body.querySelectorAll('.cell_output table')).map(t => ({
+    where: where(t), width: t.getBoundingClientRect().width,
+    header: Array.from(t.querySelectorAll('th')).slice(0, 8).map(th => th.textContent.trim())})),
+  figures: Array.from(body.querySelectorAll('.cell_output img')).map(img => ({
+    where: where(img), src: img.src.split('/').pop(), width: img.getBoundingClientRect().width})),
+};
+"""
 
 
 def _allowed(message):
@@ -91,6 +115,7 @@ def crawl():
                 continue
             try:
                 pages[rel] = browser.visit(driver, base + rel)
+                pages[rel].update(driver.execute_script(LAYOUT_FACTS))
             except WebDriverException as exc:  # a page that never finishes loading, a hung script
                 pages[rel] = {"failed": f"{type(exc).__name__}: {exc.msg}"}
         links = {urldefrag(link).url for facts in pages.values() for link in facts.get("links", [])
@@ -172,3 +197,29 @@ def test_chapter_has_colab_link_to_existing_notebook(crawl, chapter):
     expected = f"{prefix}{chapter}.ipynb"
     assert expected in colab, f"{chapter}: Colab links {colab}, expected {expected}"
     assert (ROOT / f"{chapter}.ipynb").exists(), f"{chapter}.ipynb, which Colab opens, is missing"
+
+
+def _chapters(crawl):
+    return {page: facts for page, facts in crawl["pages"].items()
+            if page.startswith("notebooks/") and "bodyWidth" in facts}
+
+
+def test_every_table_fits_the_page_body(crawl):
+    chapters = _chapters(crawl)
+    assert any(facts["tables"] for facts in chapters.values()), "no chapter shows a table"
+    wide = [f"{page} ({t['where']}): table "
+            f"{t['width']:.0f} px wide in a {facts['bodyWidth']:.0f} px body, columns {t['header']}"
+            for page, facts in chapters.items() for t in facts["tables"]
+            if t["width"] > facts["bodyWidth"] + 1]
+    assert not wide, "tables wider than the page (clipped):\n" + "\n".join(wide)
+
+
+def test_every_figure_is_at_least_half_the_body_width(crawl):
+    chapters = _chapters(crawl)
+    assert all(facts["figures"] for facts in chapters.values()), \
+        [page for page, facts in chapters.items() if not facts["figures"]]
+    small = [f"{page} ({img['where']}): {img['src']} {img['width']:.0f} px in a "
+             f"{facts['bodyWidth']:.0f} px body"
+             for page, facts in chapters.items() for img in facts["figures"]
+             if img["width"] < 0.5 * facts["bodyWidth"]]
+    assert not small, "figures shown smaller than half the page body:\n" + "\n".join(small)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import scaleinv_utils as su
-from scaleinv_utils.data import StimulusSet, SubsetError, VoxelInfo, load_subset, write_subset
+from scaleinv_utils.data import StimulusSet, SubsetError, VoxelInfo, write_subset
+from scaleinv_utils.datasets import load_subset
 
 
 def tiny_subset(path, n_images=6, n_vox=4, seed=0):
@@ -79,9 +80,31 @@ def test_altered_file_detected_by_checksum(tmp_path):
     data = bytearray((path / "stimuli.h5").read_bytes())
     data[-10] ^= 0xFF
     (path / "stimuli.h5").write_bytes(bytes(data))
-    load_subset(path)  # same size: only the checksum can tell
-    with pytest.raises(SubsetError, match="SHA-256"):
-        load_subset(path, verify=True)
+    # same size: only the checksum can tell, and load_subset checks it by default
+    with pytest.raises(SubsetError, match="SHA-256.*--repair"):
+        load_subset(path)
+    load_subset(path, verify=False)  # the explicit opt-out reads it
+
+
+def test_manifest_records_a_digest_of_every_array(tmp_path):
+    import hashlib
+
+    import h5py
+    path = tiny_subset(tmp_path / "s")
+    arrays = json.loads((path / "manifest.json").read_text())["arrays"]
+    with h5py.File(path / "subj01.h5") as f:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        betas = f["betas"][()]
+    assert {f"subj01.h5:{n}" for n in names} <= set(arrays)
+    assert {"stimuli.h5:images", "stimuli.h5:captions", "subj01.h5:voxels/roi"} <= set(arrays)
+    want = hashlib.sha256(f"{betas.dtype.str}{betas.shape}".encode() + betas.tobytes()).hexdigest()
+    assert arrays["subj01.h5:betas"] == want
+    # the same values give the same digests; one changed value changes only its array's
+    again = json.loads((tiny_subset(tmp_path / "t") / "manifest.json").read_text())["arrays"]
+    assert again == arrays
+    other = json.loads((tiny_subset(tmp_path / "u", seed=1) / "manifest.json").read_text())["arrays"]
+    assert other["subj01.h5:betas"] != arrays["subj01.h5:betas"]
 
 
 def test_wrong_format_version(tmp_path):
@@ -186,3 +209,28 @@ def test_data_dir_expands_user(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("SCALEINV_DATA", "~/cache")
     assert su.data_dir("x") == (tmp_path / "cache" / "x").resolve()
+
+
+def test_data_does_not_import_demo_and_load_subset_lives_in_datasets():
+    import ast
+    import inspect
+
+    import scaleinv_utils.data as data
+    import scaleinv_utils.datasets as datasets
+    tree = ast.parse(inspect.getsource(data))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "demo" not in imported and "datasets" not in imported
+    assert su.load_subset is datasets.load_subset and not hasattr(data, "load_subset")
+
+
+def test_corrupt_demo_world_is_rebuilt(tmp_path):
+    from scaleinv_utils.datasets import demo_subset_path
+    kw = dict(n_subjects=1, n_shared=20, n_train=40)
+    path = demo_subset_path(**kw)
+    f = path / "subj01.h5"
+    raw = bytearray(f.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    f.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="rebuilding"):
+        subset = load_subset("demo", **kw)
+    assert subset.subject(1).betas.shape[0] == 60

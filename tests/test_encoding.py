@@ -303,3 +303,102 @@ def test_kernel_solver_matches_primal_when_features_outnumber_samples():
     np.testing.assert_allclose(auto.coef, kernel.coef)
     with pytest.raises(ValueError, match="solver must be"):
         enc.fit_encoding(X, Y, solver="lsqr")
+
+
+# --------------------------------------------------------------------------- GPU memory
+def _small_problem(n=160, p=12, t=240, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, p)).astype(np.float32)
+    Y = (X[:, :4] @ rng.normal(size=(4, t)) * rng.uniform(0.05, 1, t)
+         + rng.normal(size=(n, t))).astype(np.float32)
+    return X, Y
+
+
+ALPHAS5 = np.logspace(-1, 3, 5)
+
+
+@pytest.mark.parametrize("batches", [(None, None), (50, 2)])
+def test_byte_model_bounds_what_the_mock_gpu_holds(fake_cuda, batches):
+    # The mock device counts every tensor marked as on the GPU (a lower bound of real use:
+    # kernels' own temporaries are missed); the model must not be below it, nor far above.
+    X, Y = _small_problem()
+    tb, ab = batches
+    fake_cuda.reset()
+    enc.fit_encoding(X, Y, alphas=ALPHAS5, backend="torch_cuda", n_targets_batch=tb, n_alphas_batch=ab)
+    held = fake_cuda.stats()["peak_bytes"]
+    model = enc.ridge_peak_bytes(*X.shape, Y.shape[1], n_alphas=5, n_targets_batch=tb, n_alphas_batch=ab)
+    assert held <= model <= 1.6 * held, (held, model)
+
+
+def test_a_whole_cortex_subset_fits_a_15_gb_gpu():
+    # 9,000 training images x 512 features -> 32,000 voxels (nsdgeneral of one subject), 25
+    # penalties, 5 folds: all at once it needs more than a T4 has; the plan fits in 80% of it.
+    shape = dict(n_samples=9000, n_features=512, n_targets=32000)
+    T4 = 15 * 10**9
+    assert enc.ridge_peak_bytes(*shape.values(), n_alphas=25) > T4
+    plan = enc.plan_ridge_batches(**shape, n_alphas=25, budget_bytes=int(0.8 * T4))
+    assert plan["n_targets_batch"] is not None and plan["peak_bytes"] <= 0.8 * T4
+    assert plan["peak_bytes"] == enc.ridge_peak_bytes(*shape.values(), n_alphas=25,
+                                                  n_targets_batch=plan["n_targets_batch"],
+                                                  n_alphas_batch=plan["n_alphas_batch"],
+                                                  Y_in_cpu=plan["Y_in_cpu"])
+    # the 15,000-voxel case of the README's benchmark (about 7 GiB) runs unbatched
+    plan15 = enc.plan_ridge_batches(9000, 512, 15000, n_alphas=17, budget_bytes=int(0.8 * T4))
+    assert plan15["n_targets_batch"] is None and plan15["n_alphas_batch"] is None
+    assert 6 * 2**30 < plan15["peak_bytes"] < 8 * 2**30
+    # far more voxels than fit with Y on the device: Y stays on the host
+    huge = enc.plan_ridge_batches(9000, 512, 400_000, n_alphas=25, budget_bytes=int(0.8 * T4))
+    assert huge["Y_in_cpu"] and huge["peak_bytes"] <= 0.8 * T4
+
+
+def test_plan_halves_alphas_then_refuses_clearly():
+    roomy = enc.plan_ridge_batches(2000, 4000, 1000, n_alphas=25, budget_bytes=2 * 2**30)
+    tight = enc.plan_ridge_batches(2000, 4000, 1000, n_alphas=25, budget_bytes=400 * 2**20)
+    assert roomy["n_alphas_batch"] is None
+    assert tight["n_alphas_batch"] is not None and tight["n_alphas_batch"] < 25
+    assert tight["peak_bytes"] <= 400 * 2**20
+    with pytest.raises(MemoryError, match="budget_bytes allows 0.00 GiB"):
+        enc.plan_ridge_batches(9000, 512, 30000, n_alphas=25, budget_bytes=1000)
+
+
+def test_auto_batches_on_a_small_gpu_give_the_unbatched_fit(fake_cuda, monkeypatch):
+    from scaleinv_utils import encoding as enc
+
+    X, Y = _small_problem(t=600)  # more voxels than the smallest batch the plan allows (256)
+    ref = enc.fit_encoding(X, Y, alphas=ALPHAS5, backend="numpy")
+    budget = int(0.6 * enc.ridge_peak_bytes(*X.shape, Y.shape[1], n_alphas=5))
+    monkeypatch.setattr(enc, "_free_device_bytes", lambda device="cuda": int(budget / enc.MEMORY_FRACTION))
+    seen = {}
+    real_plan = enc.plan_ridge_batches
+
+    def spy(*args, **kwargs):
+        seen.update(real_plan(*args, **kwargs))
+        return dict(seen)
+    monkeypatch.setattr(enc, "plan_ridge_batches", spy)
+    fake_cuda.reset()
+    got = enc.fit_encoding(X, Y, alphas=ALPHAS5, backend="torch_cuda")
+    assert seen["n_targets_batch"] is not None  # it did batch
+    assert fake_cuda.stats()["peak_bytes"] <= budget
+    np.testing.assert_array_equal(got.best_alphas, ref.best_alphas)
+    np.testing.assert_allclose(got.coef, ref.coef, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend, dtype", [("numpy", np.float64), ("torch_cuda", np.float32)])
+def test_banded_ridge_runs_in_float32_on_the_gpu(fake_cuda, monkeypatch, backend, dtype):
+    from himalaya.ridge import BandedRidgeCV
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(self, X, y=None):
+        seen.update(X=X.dtype, Y=y.dtype, params=dict(self.solver_params))
+        raise Stop
+    monkeypatch.setattr(BandedRidgeCV, "fit", spy)
+    X, Y = _small_problem()
+    with pytest.raises(Stop):
+        enc.fit_banded_encoding([X[:, :6].astype(np.float64), X[:, 6:].astype(np.float64)],
+                            Y.astype(np.float64), backend=backend)
+    assert seen["X"] == dtype and seen["Y"] == dtype
+    assert "n_targets_batch" in seen["params"] and "n_alphas_batch" in seen["params"]

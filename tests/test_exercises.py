@@ -1,5 +1,7 @@
 """The exercise machinery, and the checks of chapters 0 and 6 with right and wrong answers.
-(Each other chapter's checks are tested in that topic's test file.)"""
+(Each other chapter's checks are tested in that topic's test file.) Also the chapters' form:
+each exercise's label, its stub's check and its solution's check name the same exercise,
+and the solution's code is inside its one (gated) solution box."""
 import re
 from pathlib import Path
 
@@ -18,6 +20,48 @@ def test_every_exercise_a_chapter_uses_is_registered():
     for text in (ROOT / "notebooks" / "text").glob("*.md"):
         used |= set(re.findall(r'check\("([a-z]+\.ex[0-9]+)"', text.read_text()))
     assert used and used <= set(list_exercises())
+
+
+TEXTS = sorted((ROOT / "notebooks" / "text").glob("*.md"))
+
+
+def exercise_blocks(text):
+    """Each exercise of a chapter: from its directive to the next exercise or heading."""
+    starts = [m.start() for m in re.finditer(r"^```\{exercise\}", text, flags=re.M)]
+    ends = starts[1:] + [len(text)]
+    blocks = []
+    for start, end in zip(starts, ends):
+        heading = re.search(r"^#{1,3} ", text[start:end], flags=re.M)
+        blocks.append(text[start:start + heading.start()] if heading else text[start:end])
+    return blocks
+
+
+@pytest.mark.parametrize("path", TEXTS, ids=lambda p: p.stem)
+def test_exercises_are_labelled_checked_and_solved_consistently(path):
+    text = path.read_text()
+    assert "{solution}" not in text, f"{path.name}: use the gated {{solution-start}}/{{solution-end}}"
+    assert not re.search(r"^#+ Exercise \d", text, flags=re.M), f"{path.name}: exercise as a heading"
+    blocks = exercise_blocks(text)
+    assert blocks, f"{path.name} has no exercises"
+    topic = None
+    for n, block in enumerate(blocks, 1):
+        label = re.search(r"^:label: ([a-z]+)-ex(\d+)$", block, flags=re.M)
+        assert label, f"{path.name}: exercise {n} has no label topic-exN"
+        topic = topic or label.group(1)
+        assert (label.group(1), int(label.group(2))) == (topic, n), \
+            f"{path.name}: exercise {n} is labelled {label.group(0)}: number them in order"
+        exercise_id = f"{topic}.ex{n}"
+        checked = set(re.findall(r'check\("([a-z]+\.ex\d+)"', block))
+        assert checked == {exercise_id}, f"{path.name}: {topic}-ex{n} checks {sorted(checked)}"
+        solution = re.findall(r"^```\{solution-start\} ([\w-]+)\n:class: dropdown\n```\n"
+                              r"(.*?)^```\{solution-end\}", block, flags=re.M | re.S)
+        assert [s[0] for s in solution] == [f"{topic}-ex{n}"], \
+            f"{path.name}: {topic}-ex{n} needs exactly one dropdown solution box with its label"
+        code = solution[0][1]
+        assert f'check("{exercise_id}"' in code and "hide-cell" not in code, \
+            f"{path.name}: {topic}-ex{n}'s solution code (and its check) belongs inside its box"
+        after = block[block.index("{solution-end}"):]
+        assert "```{code-cell}" not in after, f"{path.name}: code after {topic}-ex{n}'s solution box"
 
 
 def test_unanswered_and_unknown():
@@ -86,3 +130,29 @@ def test_malformed_answers_get_a_verdict_not_a_crash(world):
     assert not check("start.ex2", "abc", subset=subset, subject=subj, verbose=False)
     with pytest.raises(TypeError, match="needs other inputs"):
         check("start.ex1", "language")
+
+
+def test_knn_overlap_check_accepts_float64_and_float32_rankings_of_near_ties():
+    """Chapter 4's toy (four far-apart clusters): ranking in float64 (a hand computation) and
+    in float32 (knn_overlap) may order near-tied neighbours differently; both are right."""
+    from scaleinv_utils.neighbors import nearest_neighbors
+    from scaleinv_utils.similarity import knn_overlap
+    rng = np.random.default_rng(4)  # a seed whose rankings differ at k = 5 and k = 50
+    n, ks = 400, [5, 50, 150]
+    centres = 30 * rng.normal(size=(4, 8))
+    labels = np.repeat(np.arange(4), n // 4)
+    X = centres[labels] + rng.normal(size=(n, 8))
+    Y = centres[labels] + rng.normal(size=(n, 8))
+    gx, gy = nearest_neighbors(X, 150), nearest_neighbors(Y, 150)
+    by_hand = np.array([np.mean([len(set(gx.indices[i, :k]) & set(gy.indices[i, :k])) / k
+                                 for i in range(n)]) for k in ks])
+    assert not np.allclose(by_hand, knn_overlap(X, Y, ks), rtol=0, atol=1e-9)
+    assert check("similarity.ex1", by_hand, X=X, Y=Y, ks=ks, verbose=False)
+    assert check("similarity.ex1", knn_overlap(X, Y, ks), X=X, Y=Y, ks=ks, verbose=False)
+    # Each stimulus counted among its own neighbours: a real mistake, still caught.
+    with_self = np.array([np.mean([len({i, *gx.indices[i, :k - 1]} & {i, *gy.indices[i, :k - 1]}) / k
+                                   for i in range(n)]) for k in ks])
+    res = check("similarity.ex1", with_self, X=X, Y=Y, ks=ks, verbose=False)
+    assert not res and "own neighbours" in res.message
+    off_by_one_tie = by_hand + 1.0 / (np.array(ks) * n)  # one near-tie swapped: still right
+    assert check("similarity.ex1", off_by_one_tie, X=X, Y=Y, ks=ks, verbose=False)

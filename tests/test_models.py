@@ -420,3 +420,15 @@ def test_exercise_checks_accept_right_and_reject_wrong_answers():
         unc.append(lam.sum() ** 2 / (lam ** 2).sum())
     res = check("models.ex3", unc, verbose=False, features=feats)
     assert not res and "Centre" in res.message
+
+
+@pytest.mark.parametrize("architecture", ["clip", "vision", "coca"])
+def test_demo_modules_are_fully_initialised_and_reproducible(architecture, training_setup):
+    """open_clip leaves CoCa's decoder projection as torch.empty: garbage memory gave caption
+    logits of ~1e36 in some runs; every parameter must be a seeded draw."""
+    setup, _, _, tokenizer = training_setup
+    a = M.build_demo_module(architecture, setup["architecture"], tokenizer, seed=3)
+    b = M.build_demo_module(architecture, setup["architecture"], tokenizer, seed=3)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
+        assert float(p.abs().max()) < 100, name

@@ -151,3 +151,135 @@ def test_cuda_device_is_refused_clearly_without_a_gpu():
     else:
         with pytest.raises((RuntimeError, AssertionError)):
             nearest_neighbors(np.ones((10, 2)) + np.arange(10)[:, None], 2, device="cuda")
+
+
+# --------------------------------------------------------------------------- float32-first
+def _reference(X, k):
+    """k nearest neighbours from float64 differences, ties broken by the smaller index."""
+    n = len(X)
+    diff = X[:, None, :] - X[None, :, :]
+    d2 = np.einsum("ijk,ijk->ij", diff, diff)
+    np.fill_diagonal(d2, np.inf)
+    order = np.lexsort((np.broadcast_to(np.arange(n), d2.shape), d2), axis=-1)[:, :k]
+    return order, np.sqrt(np.take_along_axis(d2, order, axis=1))
+
+
+def _tight_clusters(spread, seed=2, n_clusters=5, per=40, dim=20):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=1000, size=(n_clusters, dim))
+    return centres[np.repeat(np.arange(n_clusters), per)] + spread * rng.normal(size=(n_clusters * per, dim))
+
+
+def _duplicates():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 6))
+    X[1] = X[2] = X[0]
+    X[50:60] = X[40:50]
+    return X
+
+
+def _grid():
+    g = np.arange(6.0)
+    return np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)  # exact ties
+
+
+CASES = {
+    "gaussian": (lambda: np.random.default_rng(0).normal(size=(400, 30)), 25),
+    "offset 1e4": (lambda: np.random.default_rng(2).normal(size=(300, 10)) + 1e4, 10),
+    "clusters 1e-2": (lambda: _tight_clusters(1e-2), 10),
+    "clusters 1e-5": (lambda: _tight_clusters(1e-5), 10),
+    "clusters 1, k past a cluster": (lambda: _tight_clusters(1.0, per=20), 30),
+    "duplicates": (_duplicates, 5),
+    "integer grid (ties)": (_grid, 26),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_float32_first_search_equals_the_float64_reference(case, device):
+    X, k = CASES[case][0](), CASES[case][1]
+    graph = nearest_neighbors(X, k, device=device, block_size=128)
+    idx, dist = _reference(X, k)
+    np.testing.assert_array_equal(graph.indices, idx)  # ties by index: CPU and CUDA agree
+    np.testing.assert_allclose(graph.distances, dist, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["gaussian", "clusters 1e-5", "duplicates", "integer grid (ties)"])
+def test_float32_first_search_equals_the_float64_search_it_replaces(case):
+    from scaleinv_utils.neighbors import _exact_float64_rows
+
+    X, k = CASES[case][0](), CASES[case][1]
+    Xc = X - X.mean(axis=0)
+    idx64, d2_64 = _exact_float64_rows(X, Xc, np.arange(len(X)), k, "cpu")
+    graph = nearest_neighbors(X, k)
+    np.testing.assert_allclose(graph.distances, np.sqrt(d2_64), rtol=1e-8, atol=1e-12)
+    np.testing.assert_array_equal(graph.indices, idx64)
+
+
+def _count_fallback(monkeypatch):
+    from scaleinv_utils import neighbors as nb
+
+    seen = []
+    original = nb._exact_float64_rows
+
+    def counting(X, Xc, rows, *args, **kwargs):
+        seen.append(len(rows))
+        return original(X, Xc, rows, *args, **kwargs)
+
+    monkeypatch.setattr(nb, "_exact_float64_rows", counting)
+    return seen
+
+
+def test_certificate_passes_ordinary_rows_and_sends_tight_clusters_to_float64(monkeypatch):
+    seen = _count_fallback(monkeypatch)
+    nearest_neighbors(CASES["gaussian"][0](), 25)
+    assert seen == []  # every row certified from float32
+    X = _tight_clusters(1e-5)
+    nearest_neighbors(X, 10)
+    assert sum(seen) == len(X)  # float32 rounding (~2 in rank) >> distances (~1e-9): all fail
+    # and float32 alone does get these rows wrong
+    fast = nearest_neighbors(X, 10, exact=False)
+    assert not np.array_equal(np.sort(fast.indices, 1), np.sort(_reference(X, 10)[0], 1))
+
+
+def test_a_certificate_without_the_rounding_bound_would_accept_wrong_rows(monkeypatch):
+    # The bound is what makes the search exact: with it set to zero, rows whose float32
+    # ranking missed a neighbour are certified and come back wrong.
+    from scaleinv_utils import neighbors as nb
+
+    X = _tight_clusters(1e-2, per=60)
+    k = 40
+    truth = _reference(X, k)[0]
+    assert np.array_equal(nearest_neighbors(X, k).indices, truth)
+    monkeypatch.setattr(nb, "_unit_roundoff_float32", lambda device: 0.0)
+    assert not np.array_equal(nearest_neighbors(X, k).indices, truth)
+
+
+def test_tf32_matmul_widens_the_certificate():
+    import torch
+
+    from scaleinv_utils.neighbors import _unit_roundoff_float32
+
+    assert _unit_roundoff_float32("cpu") == 2.0 ** -24
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        assert _unit_roundoff_float32("cuda") == 2.0 ** -11
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_bfloat16_tensors_are_accepted():
+    import torch
+
+    X = torch.as_tensor(np.random.default_rng(6).normal(size=(200, 8)), dtype=torch.bfloat16)
+    graph = nearest_neighbors(X, 5)
+    ref = _reference(X.float().numpy().astype(np.float64), 5)
+    np.testing.assert_array_equal(graph.indices, ref[0])
+    np.testing.assert_allclose(graph.distances, ref[1], rtol=1e-12)
+
+
+def test_inexact_mode_on_the_device_matches_the_cpu(device):
+    X = np.random.default_rng(7).normal(size=(300, 16))
+    a, b = nearest_neighbors(X, 20, exact=False), nearest_neighbors(X, 20, exact=False, device=device)
+    assert (a.indices == b.indices).mean() > 0.999
+    np.testing.assert_allclose(a.distances, b.distances, rtol=1e-5)

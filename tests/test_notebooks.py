@@ -1,5 +1,8 @@
 """Chapters: each notebook is paired with its text form, carries no outputs, is in the
-table of contents, and starts with the set-up cell that works on Colab."""
+table of contents, and starts with the set-up cell that works on Colab, installing the
+package from the repository and release named once in book/_config.yml."""
+import re
+import sys
 from pathlib import Path
 
 import jupytext
@@ -8,6 +11,9 @@ import yaml
 from jupytext.compare import compare_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "book"))
+import set_repository  # noqa: E402  (book/set_repository.py)
+
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 TEXTS = sorted((ROOT / "notebooks" / "text").glob("*.md"))
 
@@ -70,3 +76,36 @@ def test_colab_button_configured():
     assert config["launch_buttons"]["colab_url"].startswith("https://colab.research.google.com")
     assert config["repository"]["url"].startswith("https://github.com/")
     assert config["execute"]["execute_notebooks"] == "force"
+
+
+def test_repository_is_the_books_own_and_pinned_to_the_release():
+    url, ref = set_repository.repository()
+    assert re.fullmatch(r"https://github\.com/[A-Za-z0-9-]+/[A-Za-z0-9._-]+", url), url
+    # github.com/scaleinv is an unrelated account: never install from it.
+    assert not url.startswith("https://github.com/scaleinv/"), url
+    assert ref == f"v{set_repository.package_version()}", \
+        f"repository.branch={ref!r}: the release tag must be 'v' + pyproject's version"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_install_cell_uses_the_configured_repository(nb_path):
+    nb = jupytext.read(nb_path)
+    first = next(c for c in nb.cells if c.cell_type == "code").source
+    expected = set_repository.install_requirement(*set_repository.repository())
+    found = re.findall(r"git\+[^\"']+", first)
+    assert found == [expected], (f"{nb_path.name} installs {found}, the config says {expected}: "
+                                 "run `python book/set_repository.py`")
+
+
+def test_set_repository_rewrites_every_install_line():
+    text = ('"scaleinv_utils[offline-models] @ git+https://github.com/old/name"], check=True)\n'
+            "x = 1\n")
+    new, n = set_repository.rewrite(text, "git+https://github.com/fork/book@v9.9")
+    assert n == 1 and "git+https://github.com/fork/book@v9.9\"]" in new and "old/name" not in new
+    assert set_repository.main(["--check"]) == 0, "run `python book/set_repository.py`"
+
+
+@pytest.mark.parametrize("text_path", TEXTS, ids=lambda p: p.stem)
+def test_one_predict_before_you_run_prompt_per_chapter(text_path):
+    assert text_path.read_text().count(":::{admonition} Predict before you run") == 1, \
+        f"{text_path.name}: one 'Predict before you run' prompt at the chapter's key result"

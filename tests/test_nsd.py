@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from nsd_fixtures import NSDServer, make_nsd_tree
+from nsd_fixtures import FLOC, PRF, NSDServer, make_nsd_tree
 from scaleinv_utils import load_subset, nsd
 from scaleinv_utils.cli import main
 from scaleinv_utils.download import DownloadError, HTTPClient
@@ -231,7 +231,7 @@ def test_vertices_without_data_are_left_out_and_counted(tmp_path, env):
     with NSDServer(root) as srv:
         spec = nsd.NSDSpec(subjects=[1], space="fsaverage5", roi="cortex", n_train=5,
                            trials_per_session=30)
-        with pytest.warns(UserWarning, match="subj01: 10 of 20484 voxels have NaN betas"):
+        with pytest.warns(UserWarning, match="subj01: 10 of 20484 voxels have no data.*10 with NaN"):
             path = nsd.prepare(spec, agree_terms=True, base_url=srv.url, progress=False,
                                client=HTTPClient(progress=False, backoff=0.001),
                                captions=[srv.url + "coco/captions_train2017.json"])
@@ -424,7 +424,9 @@ def test_full_fsaverage_roi_and_cortex_subsets(fsaverage_tree, env):
     with NSDServer(root) as srv:
         kw.update(base_url=srv.url, client=HTTPClient(progress=False, backoff=0.001),
                   captions=[srv.url + "coco/captions_train2017.json"])
-        roi = nsd.prepare(nsd.NSDSpec(space="fsaverage", n_train=3, trials_per_session=12), **kw)
+        with pytest.warns(UserWarning, match=r"full fsaverage surface reads about .* GB.*fsaverage5"):
+            roi = nsd.prepare(nsd.NSDSpec(space="fsaverage", n_train=3, trials_per_session=12),
+                              **kw)
         sent_roi = srv.bytes_sent
         cortex = nsd.prepare(nsd.NSDSpec(space="fsaverage", roi="cortex", n_train=3,
                                          trials_per_session=12), **kw)
@@ -459,3 +461,280 @@ def test_fsaverage_label_files_must_have_every_vertex(tmp_path, env):
                         agree_terms=True, base_url=srv.url, progress=False,
                         client=HTTPClient(progress=False, backoff=0.001),
                         captions=[srv.url + "coco/captions_train2017.json"])
+
+
+# --- NSD's exact layout and conventions (issue 16, items 1, 4, 6, 7, 8) -------------------------
+
+def test_native_to_fsaverage_is_one_based():
+    native = np.array([10, 20, 30])
+    np.testing.assert_array_equal(nsd.native_to_fsaverage(native, np.array([3, 1, 1, 2.0])),
+                                  [30, 10, 10, 20])
+    with pytest.raises(ValueError, match="points at native vertices 0..2"):
+        nsd.native_to_fsaverage(native, np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="native surface has 3"):
+        nsd.native_to_fsaverage(native, np.array([1, 4]))
+
+
+def test_surface_files_follow_nsd_layout():
+    # on fsaverage NSD publishes only its atlases; the hand-drawn ROIs are per subject, native
+    assert nsd.nsd_file("roi", 2, "fsaverage5", hemi="rh", roi="prf-visualrois") == (
+        "nsddata/freesurfer/subj02/label/rh.prf-visualrois.mgz")
+    assert nsd.nsd_file("ctab", 2, "fsaverage", roi="floc-faces") == (
+        "nsddata/freesurfer/subj02/label/floc-faces.mgz.ctab")
+    assert nsd.nsd_file("roi", 2, "fsaverage", hemi="lh", roi="nsdgeneral") == (
+        "nsddata/freesurfer/fsaverage/label/lh.nsdgeneral.mgz")
+    assert nsd.nsd_file("transform", 3, hemi="lh") == (
+        "nsddata/ppdata/subj03/transforms/lh.white-to-fsaverage.mgz")
+    plan = nsd._plan(nsd.NSDSpec(subjects=[1, 2], space="fsaverage5", roi="floc-faces"))
+    assert not any(f.startswith("nsddata/freesurfer/fsaverage/label/") and
+                   ("prf-" in f or "floc-" in f) for f in plan)
+    for s in (1, 2):
+        for h in ("lh", "rh"):
+            assert f"nsddata/freesurfer/subj0{s}/label/{h}.floc-faces.mgz" in plan
+            assert f"nsddata/ppdata/subj0{s}/transforms/{h}.white-to-fsaverage.mgz" in plan
+
+
+def test_hand_drawn_surface_rois_come_from_each_subjects_native_surface(tmp_path, env):
+    root = tmp_path / "surf2"
+    truth = make_nsd_tree(root, subjects=(1, 2), trials_per_session=30, n_sessions=2,
+                          n_subject_images=20, n_shared=8, n_images=80, surface=True,
+                          n_vertices=10300)
+    with NSDServer(root) as srv:
+        path, _ = build(srv, root, subjects=[1, 2], space="fsaverage5", roi="floc-faces",
+                        n_train=4, trials_per_session=30)
+    subset = load_subset(path)
+    verts = {}
+    for s in (1, 2):
+        vox, lab = subset.subject(s).voxels, truth["subjects"][s]["labels"]
+        for h in ("lh", "rh"):
+            on = vox.hemi == h
+            floc = lab[h]["floc-faces"][:nsd.N_FSAVERAGE5]  # = native[white-to-fsaverage - 1]
+            np.testing.assert_array_equal(vox.vertex[on], np.flatnonzero(floc > 0))
+            prf = lab[h]["prf-visualrois"][vox.vertex[on]]
+            want = np.where(prf > 0, np.array(PRF, object)[prf],
+                            np.array(FLOC, object)[floc[vox.vertex[on]]])
+            np.testing.assert_array_equal(vox.roi[on], want)
+            verts[s, h] = vox.vertex[on]
+    assert not np.array_equal(verts[1, "lh"], verts[2, "lh"])  # each subject's own ROI
+
+
+def test_edge_voxels_with_all_zero_betas_are_missing(tmp_path, env):
+    root = tmp_path / "edge"
+    truth = make_nsd_tree(root, trials_per_session=30, n_sessions=2, n_subject_images=20,
+                          n_shared=8, n_images=60, edge_voxels=[0, 5], zero_in_session1=[9])
+    t = truth["subjects"][1]
+    roi_ijk = np.argwhere(t["mask"])
+    with NSDServer(root) as srv:
+        with pytest.warns(UserWarning, match=r"3 of \d+ voxels have no data.*3 with all betas"):
+            path, _ = build(srv, root, n_train=5, trials_per_session=30)
+    subset = load_subset(path)
+    sub = subset.subject(1)
+    assert subset.manifest["nsd"]["voxels_dropped_all_zero"] == {"subj01": 3}
+    assert subset.manifest["nsd"]["voxels_dropped_for_nan"] == {"subj01": 0}
+    kept = np.delete(roi_ijk, [0, 5, 9], axis=0)
+    np.testing.assert_array_equal(sub.voxels.ijk, kept)
+    rows = np.flatnonzero(t["session"] == 2)
+    z = zscore_per_session(t["raw"][2][(slice(None),) + tuple(kept.T)] / 300.0, np.zeros(len(rows)))
+    keep = np.isin(t["nsd_id"][rows], subset.stimuli.stimulus_id[sub.image_index])
+    np.testing.assert_allclose(sub.trial_betas[sub.trial_session == 2], z[keep], atol=1e-5)
+
+
+def test_volume_cortex_is_roi_values_at_least_zero_not_the_brainmask(volume_tree, env):
+    root, truth = volume_tree
+    t = truth["subjects"][1]
+    with NSDServer(root) as srv:
+        path, _ = build(srv, root, roi="cortex", n_train=5)
+        assert not any("brainmask" in r[1] for r in srv.requests)
+    ijk = load_subset(path).subject(1).voxels.ijk
+    np.testing.assert_array_equal(ijk, np.argwhere(t["cortex"]))
+    assert t["brainmask"].sum() > t["cortex"].sum()  # the liberal mask would add white matter
+
+
+def test_surface_read_bytes():
+    # a span of 10 vertices per trial, far from the next trial's: 40 bytes x trials x sessions
+    assert nsd.surface_read_bytes({"lh": [5, 14]}, 2, 3, n_vertices=1000, max_gap=0) == 40 * 6
+    # spans closer than max_gap merge: the whole file
+    assert nsd.surface_read_bytes({"lh": [0, 9]}, 1, 3, n_vertices=20, max_gap=100) == 80 * 3
+    cortex = {h: np.arange(nsd.N_FSAVERAGE) for h in ("lh", "rh")}
+    assert nsd.surface_read_bytes(cortex, 40) == 2 * 40 * 750 * nsd.N_FSAVERAGE * 4  # ~39 GB
+
+
+@pytest.mark.parametrize("chunks", [(2, 5, 7, 3), (3, 16, 16, 3), (1, 16, 16, 1)])
+def test_images_with_other_chunk_shapes(tmp_path, chunks):
+    import h5py
+    imgs = np.random.default_rng(4).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    with h5py.File(tmp_path / "s.h5", "w") as f:
+        f.create_dataset("imgBrick", data=imgs, chunks=chunks)
+    with NSDServer(tmp_path) as srv:
+        got = nsd.read_images(HTTPClient(progress=False), srv.url + "s.h5", [4, 17, 2, 3])
+    np.testing.assert_array_equal(got, imgs[[4, 17, 2, 3]])
+
+
+def test_unwritten_chunks_read_as_the_fill_value(tmp_path):
+    import h5py
+    vol = (4, 3, 2)
+    b = np.random.default_rng(5).integers(-900, 900, (20,) + vol[::-1], dtype=np.int16)
+    with h5py.File(tmp_path / "b.h5", "w") as f:
+        d = f.create_dataset("betas", shape=b.shape, dtype=b.dtype, chunks=(20, 1, 1, 1),
+                             fillvalue=0)
+        d[:, :1] = b[:, :1]  # k = 1 never written: no chunk in the file
+    b[:, 1:] = 0
+    ijk = np.argwhere(np.ones(vol, bool))
+    with NSDServer(tmp_path) as srv:
+        got = nsd.read_volume_betas(HTTPClient(progress=False), srv.url + "b.h5", ijk, vol)
+    np.testing.assert_allclose(got, b[(slice(None),) + tuple(ijk[:, ::-1].T)] / 300.0, rtol=1e-6)
+
+
+# --- subset identity, kept reads, clear errors, captions, repair, smoke (items 11-15) -----------
+
+def test_reuse_only_on_an_equal_spec(volume_tree, env, capsys):
+    root, _ = volume_tree
+    with NSDServer(root) as srv:
+        base = ["--base-url", srv.url, "--quiet", "--agree-nsd-terms", "--n-train", "4"]
+        a, _ = build(srv, root, sessions=[1, 2], n_train=4)
+        b, _ = build(srv, root, sessions=[1], n_train=4)
+        assert a != b and "sess1-2" in a.name and b.name.endswith("sess1")
+        assert set(load_subset(b).subject(1).trial_session) == {1}
+        n = len(srv.requests)
+        assert build(srv, root, sessions=[1], n_train=4)[0] == b and len(srv.requests) == n
+        # an explicit name already used by another spec: refused, naming what differs
+        with pytest.raises(nsd.SpecMismatch, match=r"sessions: \[1\] there, \[1, 2\] asked"):
+            build(srv, root, sessions=[1, 2], n_train=4, name=b.name)
+        with pytest.raises(nsd.SpecMismatch, match="random_state: 0 there, 3 asked"):
+            build(srv, root, sessions=[1], n_train=4, random_state=3, name=b.name)
+        assert main(["prepare", "--sessions", "1-2", "--name", b.name, "--captions",
+                     srv.url + "coco/captions_train2017.json"] + base) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "sessions" in err and "--force" in err
+    m = load_subset(b).manifest["nsd"]
+    assert m["spec"]["sessions"] == [1] and len(m["spec_hash"]) == 64
+    assert all(len(v["sha256"]) == 64 for v in m["files"].values())
+    assert nsd.NSDSpec(random_state=2, image_size=64, trials="responses").name == \
+        "nsd-subj01-nsdgeneral-train1000-seed2-px64-responses"
+
+
+def test_range_reads_are_kept_until_the_subset_is_written(volume_tree, env):
+    root, _ = volume_tree
+    with NSDServer(root) as srv:
+        srv.missing.add("nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5")
+        with pytest.raises(DownloadError, match="404"):
+            build(srv, root)
+        assert list((env / "nsd" / "kept").rglob("*.npy"))
+        srv.missing.clear()
+        srv.requests.clear()
+        path, _ = build(srv, root)
+        assert not any("betas_session" in r[1] and r[0] == "GET" for r in srv.requests)
+    assert not list((env / "nsd" / "kept").rglob("*.npy"))  # cleared once the subset exists
+    ref = load_subset(path).subject(1)
+    with NSDServer(root) as srv:
+        fresh, _ = build(srv, root, name="fresh")
+    np.testing.assert_array_equal(load_subset(fresh).subject(1).trial_betas, ref.trial_betas)
+
+
+def test_captions_default_to_the_base_url_and_zip_falls_back_to_whole_file(volume_tree, env):
+    root, truth = volume_tree
+    assert nsd.default_caption_sources() == list(nsd.COCO_CAPTIONS_SOURCES)
+    with NSDServer(root) as srv:
+        assert nsd.default_caption_sources(srv.url) == [srv.url + nsd.COCO_MIRROR_PATH]
+        srv.no_ranges.add(nsd.COCO_MIRROR_PATH)  # a host that refuses ranges
+        spec = nsd.NSDSpec(n_train=4, trials_per_session=TPS)
+        path = nsd.prepare(spec, agree_terms=True, base_url=srv.url, progress=False,
+                           client=HTTPClient(progress=False, backoff=0.001))
+        assert any(r[1] == nsd.COCO_MIRROR_PATH and r[2] is not None for r in srv.requests)
+    st = load_subset(path).stimuli
+    for cid, caps in zip(st.coco_id, st.captions):
+        assert caps == truth["captions"][int(cid)][:5]
+    assert load_subset(path).manifest["nsd"]["captions"] == [srv.url + nsd.COCO_MIRROR_PATH]
+
+
+@pytest.mark.parametrize("space", ["func1pt8mm", "fsaverage5"])
+def test_no_networks_fetches_no_network_atlas(tmp_path, env, space):
+    root = tmp_path / "t"
+    make_nsd_tree(root, trials_per_session=12, n_sessions=2, n_subject_images=8, n_shared=3,
+                  n_images=30, surface=space != "func1pt8mm", vol_shape=(6, 7, 5))
+    with NSDServer(root) as srv:
+        build(srv, root, space=space, networks=False, n_train=3, trials_per_session=12)
+        fetched = [r[1] for r in srv.requests]
+    assert not any("Kastner2015" in f or "HCP_MMP1" in f for f in fetched)
+
+
+def test_verify_repair_refetches_files_and_rebuilds_subsets(volume_tree, env, capsys):
+    root, _ = volume_tree
+    with NSDServer(root) as srv:
+        path, _ = build(srv, root)
+        csv = env / "nsd" / nsd.nsd_file("stim_info")
+        good = csv.read_bytes()
+        csv.write_bytes(good[:-3] + b"???")  # same size: only the checksum tells
+        betas = path / "subj01.h5"
+        raw = bytearray(betas.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        betas.write_bytes(bytes(raw))
+        (env / "nsd" / "orphan.nii.gz.part").write_bytes(b"x")  # no validator: discarded
+        assert main(["verify"]) == 1
+        out = capsys.readouterr().out
+        assert "--repair" in out and str(csv) in out and str(path) in out
+        assert main(["verify", "--repair"]) == 0
+        assert "verified" in capsys.readouterr().out
+    assert csv.read_bytes() == good and nsd.verify() == {}
+    load_subset(path)  # hashes verified by default
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
+def test_cli_faults_end_in_one_clear_line(volume_tree, env, capsys, tmp_path, monkeypatch):
+    import socket
+    root, _ = volume_tree
+    cap = ["--captions", "x"]
+    # connection refused
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    assert main(["download", "--agree-nsd-terms", "--quiet", "--retries", "0", "--base-url",
+                 f"http://127.0.0.1:{port}/"]) == 1
+    err = _one_line_error(capsys)
+    assert "nothing was kept" in err and "is kept" not in err
+    with NSDServer(root) as srv:
+        base = ["--base-url", srv.url, "--quiet", "--agree-nsd-terms"]
+        # a corrupt CSV (a server without MD5 ETags): refused at download, one line
+        srv.etag_style = "multipart"
+        srv.faults[nsd.nsd_file("stim_info")] = ["corrupt"] * 10
+        assert main(["download"] + base) == 1
+        assert "not a valid CSV file" in _one_line_error(capsys)
+        srv.faults.clear()
+        # a cached ROI damaged after download is fetched again, not a BadGzipFile
+        assert main(["download"] + base) == 0
+        roi = env / "nsd" / nsd.nsd_file("roi", 1, roi="nsdgeneral")
+        roi.write_bytes(b"\0" * roi.stat().st_size)
+        assert main(["download"] + base) == 0
+        nsd._load_labels(roi)
+        # an unexpected exception type is still one line
+        monkeypatch.setattr(nsd, "prepare", lambda *a, **k: (_ for _ in ()).throw(
+            TypeError("boom")))
+        assert main(["prepare"] + base + cap) == 1
+        assert "TypeError: boom" in _one_line_error(capsys)
+    # a damaged cached ROI read directly: a clear error naming the repair
+    roi.write_bytes(b"\0" * 10)
+    with pytest.raises(ValueError, match="verify --repair"):
+        nsd._load_labels(roi)
+
+
+def test_smoke_compares_the_readers_with_h5py(volume_tree, env, capsys, monkeypatch):
+    root, _ = volume_tree
+    with NSDServer(root) as srv:
+        args = ["smoke", "--agree-nsd-terms", "--base-url", srv.url]
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        assert "OK   betas values" in out and "OK   imgBrick values" in out
+        assert "chunks (60, 1, 1, 1)" in out and "Content-Encoding None" in out
+        srv.encoded.add(nsd.nsd_file("stimuli"))  # object metadata says gzip: reported
+        real = nsd.read_volume_betas
+        monkeypatch.setattr(nsd, "read_volume_betas", lambda *a, **k: real(*a, **k) + 1)
+        assert main(args) == 1
+        out = capsys.readouterr().out
+        assert "FAIL betas values" in out and "FAIL stimuli headers" in out
+        assert main(["smoke", "--base-url", srv.url]) == 2  # terms first

@@ -112,3 +112,25 @@ def test_plot_profile():
         plotting.plot_profile(ks, np.ones(5))
     with pytest.raises(ValueError, match="both lower and upper"):
         plotting.plot_profile(ks, vals, lower=vals)
+
+
+def test_model_colors_are_fixed_per_name_whatever_else_is_plotted():
+    a = plotting.model_colors(["demo-random", "demo-clip-full-data/final", "clip-vit-b-32-openai"])
+    b = plotting.model_colors(["clip-vit-b-32-openai", "demo-clip-full-data/block1"])
+    assert a["clip-vit-b-32-openai"] == b["clip-vit-b-32-openai"]
+    assert a["demo-clip-full-data/final"] == b["demo-clip-full-data/block1"] == \
+        plotting.MODEL_COLORS["demo-clip-full-data"]
+    assert len(set(plotting.model_colors(plotting.MODEL_COLORS).values())) == len(plotting.MODEL_COLORS)
+    assert plotting.model_colors(["not-a-model"]) == plotting.model_colors(["not-a-model"])
+
+
+def test_signed_cmap_keeps_small_values_visible():
+    import matplotlib.colors as mcolors
+    cmap = plotting.signed_cmap(gap=0.25)
+    just_below, just_above = cmap(0.499), cmap(0.501)
+    # Both sides of zero are saturated colours, not the pale centre of RdBu_r.
+    for colour in (just_below, just_above):
+        assert mcolors.rgb_to_hsv(colour[:3])[1] > 0.3
+    assert just_below[2] > just_below[0] and just_above[0] > just_above[2]  # blue < 0 < red
+    with pytest.raises(ValueError, match="gap must be in"):
+        plotting.signed_cmap(gap=0.5)

@@ -288,8 +288,28 @@ def _build_coca(arch, tokenizer):
              vocab_size=tokenizer.vocab_size)
     model = CoCa(embed_dim=arch["embed_dim"], vision_cfg=v, text_cfg=t, multimodal_cfg=m,
                  pad_id=WordTokenizer.PAD)
+    _init_decoder(model.text_decoder)
     _with_stem(model.visual, arch)
     return model
+
+
+def _init_decoder(decoder):
+    """Initialise CoCa's multimodal decoder as open_clip's other transformers are.
+
+    open_clip's ``MultimodalTransformer`` never calls its ``init_parameters`` (which refers to
+    a ``transformer`` attribute it lacks) and leaves ``text_projection`` as ``torch.empty``:
+    pretrained weights overwrite it, but from scratch the uninitialised memory made the
+    caption logits ~1e36 in some runs and not in others.
+    """
+    from torch import nn
+    width, layers = decoder.width, decoder.layers
+    proj_std = width ** -0.5 * (2 * layers) ** -0.5
+    for block in list(decoder.resblocks) + list(decoder.cross_attn):
+        nn.init.normal_(block.attn.in_proj_weight, std=width ** -0.5)
+        nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+        nn.init.normal_(block.mlp.c_fc.weight, std=(2 * width) ** -0.5)
+        nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+    nn.init.normal_(decoder.text_projection, std=width ** -0.5)
 
 
 def build_demo_module(architecture, arch, tokenizer, *, seed, n_classes=None):
@@ -313,17 +333,26 @@ def build_demo_module(architecture, arch, tokenizer, *, seed, n_classes=None):
     module : torch.nn.Module
     """
     import torch
+    builders = {"clip": lambda: _build_clip(arch, tokenizer),
+                "vision": lambda: _build_vision(arch, n_classes or {
+                    a: len(v) for a, v in attribute_names().items()}),
+                "coca": lambda: _build_coca(arch, tokenizer)}
+    if architecture not in builders:
+        raise ValueError(f"architecture must be one of {zoo.ARCHITECTURES}, got {architecture!r}.")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        if architecture == "clip":
-            return _build_clip(arch, tokenizer)
-        if architecture == "vision":
-            if n_classes is None:
-                n_classes = {a: len(v) for a, v in attribute_names().items()}
-            return _build_vision(arch, n_classes)
-        if architecture == "coca":
-            return _build_coca(arch, tokenizer)
-    raise ValueError(f"architecture must be one of {zoo.ARCHITECTURES}, got {architecture!r}.")
+        module = builders[architecture]()
+    _check_initialised(module, architecture)
+    return module
+
+
+def _check_initialised(module, architecture):
+    """Refuse a module with a parameter left uninitialised (non-finite or absurdly large)."""
+    for name, p in module.named_parameters():
+        largest = float(p.detach().abs().max())
+        if not largest < 1e3:  # also catches NaN
+            raise RuntimeError(f"parameter {name!r} of the {architecture} demo module is not "
+                               f"initialised (max |value| {largest:.3g}).")
 
 
 def cosine_lr(step, steps, lr, warmup):

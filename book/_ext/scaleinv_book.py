@@ -1,0 +1,89 @@
+"""The book's own Sphinx extension (book/_config.yml: sphinx.local_extensions).
+
+- Exercises are numbered per chapter: "Exercise 2.1" is the first exercise of
+  notebooks/02_*.ipynb (sphinx-exercise alone numbers them through the whole book, since the
+  book's table of contents is not section-numbered).
+- Progress bars are off in the executed chapters: ``SCALEINV_PROGRESS=0`` is set for the
+  build, and the kernels that execute the chapters inherit it (scaleinv_utils._progress);
+  a reader running a chapter in Jupyter or on Colab still sees them.
+- Figures are drawn at 150 dpi (book/_ext/matplotlibrc, through ``MATPLOTLIBRC``), so that
+  none is a postage stamp on the page.
+- Bibliography labels read "Dupré la Tour et al. 2022" instead of BibTeX's alpha labels
+  ("DupreITENEG22"): a pybtex style, "authoryear", registered for sphinxcontrib-bibtex.
+"""
+import codecs
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+import latexcodec  # noqa: F401  (registers the "ulatex" codec)
+from pybtex.plugin import register_plugin
+from pybtex.style.formatting.unsrt import Style as UnsrtStyle
+from pybtex.style.labels import BaseLabelStyle
+
+CHAPTER = re.compile(r"^notebooks/(\d+)_")
+
+
+def chapter_number(docname):
+    """The chapter's number from its file name (notebooks/02_models -> 2), or None."""
+    match = CHAPTER.match(docname)
+    return int(match.group(1)) if match else None
+
+
+def number_exercises_per_chapter(app, env):
+    """Renumber each chapter's exercises (chapter, 1), (chapter, 2), ... in page order."""
+    for docname, figtypes in env.toc_fignumbers.items():
+        chapter = chapter_number(docname)
+        if chapter is None or "exercise" not in figtypes:
+            continue
+        in_order = sorted(figtypes["exercise"].items(), key=lambda item: item[1])
+        figtypes["exercise"] = {ids: (chapter, i) for i, (ids, _) in enumerate(in_order, 1)}
+    return []
+
+
+def _plain(text):
+    """BibTeX LaTeX (Dupr{\\'e}) as plain text (Dupré)."""
+    return codecs.decode(text, "ulatex").replace("{", "").replace("}", "")
+
+
+def author_year_label(entry):
+    """'Allen et al. 2022', 'Benjamini and Hochberg 1995', 'Levina 2004'."""
+    persons = entry.persons.get("author") or entry.persons.get("editor") or []
+    names = [_plain(" ".join(p.prelast_names + p.last_names)) for p in persons
+             if str(p) != "others"]
+    if not names:
+        names = [_plain(entry.fields.get("organization", entry.key))]
+    if len(names) == 1 and len(persons) == 1:
+        who = names[0]
+    elif len(names) == 2 and len(persons) == 2:
+        who = f"{names[0]} and {names[1]}"
+    else:
+        who = f"{names[0]} et al."
+    return f"{who} {entry.fields.get('year', 'n.d.')}"
+
+
+class AuthorYearLabelStyle(BaseLabelStyle):
+    def format_labels(self, sorted_entries):
+        labels = [author_year_label(entry) for entry in sorted_entries]
+        counts, seen = Counter(labels), Counter()
+        for label in labels:  # two works of the same authors and year: 2025a, 2025b
+            if counts[label] > 1:
+                seen[label] += 1
+                label += "abcdefghijklmnopqrstuvwxyz"[seen[label] - 1]
+            yield label
+
+
+class AuthorYearStyle(UnsrtStyle):
+    default_label_style = "authoryear"
+    default_sorting_style = "author_year_title"
+
+
+def setup(app):
+    os.environ.setdefault("SCALEINV_PROGRESS", "0")
+    os.environ.setdefault("MATPLOTLIBRC", str(Path(__file__).with_name("matplotlibrc")))
+    register_plugin("pybtex.style.labels", "authoryear", AuthorYearLabelStyle)
+    register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
+    # After Sphinx's own numbering (TocTreeCollector, priority 500).
+    app.connect("env-get-updated", number_exercises_per_chapter, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,41 @@
+"""book/_ext/scaleinv_book.py, the book's Sphinx extension, on made-up inputs: exercises
+renumbered per chapter in page order, author-year bibliography labels."""
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from pybtex.database import Entry, Person
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book" / "_ext"))
+import scaleinv_book  # noqa: E402
+
+
+def test_exercises_renumbered_per_chapter_in_page_order():
+    env = SimpleNamespace(toc_fignumbers={
+        "notebooks/02_models": {"exercise": {"b": (5,), "a": (3,), "c": (4,)}, "figure": {"f": (1,)}},
+        "notebooks/05_encoding": {"exercise": {"x": (9,)}},
+        "book/teachers": {"exercise": {"t": (1,)}},
+    })
+    assert scaleinv_book.number_exercises_per_chapter(None, env) == []
+    assert env.toc_fignumbers["notebooks/02_models"]["exercise"] == {"a": (2, 1), "c": (2, 2), "b": (2, 3)}
+    assert env.toc_fignumbers["notebooks/02_models"]["figure"] == {"f": (1,)}
+    assert env.toc_fignumbers["notebooks/05_encoding"]["exercise"] == {"x": (5, 1)}
+    assert env.toc_fignumbers["book/teachers"]["exercise"] == {"t": (1,)}  # not a chapter
+
+
+def _entry(authors, year="2022"):
+    entry = Entry("article", fields={"year": year, "title": "t"})
+    entry.persons["author"] = [Person(a) for a in authors]
+    return entry
+
+
+def test_author_year_labels():
+    label = scaleinv_book.author_year_label
+    assert label(_entry(["Levina, Elizaveta"], "2004")) == "Levina 2004"
+    assert label(_entry(["Benjamini, Y.", "Hochberg, Y."], "1995")) == "Benjamini and Hochberg 1995"
+    assert label(_entry(["Dupr{\\'e} la Tour, Tom", "Eickenberg, M.", "Gallant, J."])) == \
+        "Dupré la Tour et al. 2022"
+    assert label(_entry(["Yu, Junjie", "others"], "2025")) == "Yu et al. 2025"
+    style = scaleinv_book.AuthorYearLabelStyle()
+    twins = [_entry(["Yu, A.", "B, C.", "D, E."], "2025"), _entry(["Yu, J.", "others"], "2025")]
+    assert list(style.format_labels(twins)) == ["Yu et al. 2025a", "Yu et al. 2025b"]

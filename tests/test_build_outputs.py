@@ -1,0 +1,189 @@
+"""What a reader sees in the executed chapters (_build/jupyter_execute/**/*.ipynb, written
+by `make book`): no solution whose check prints ❌, no traceback, no warning, no progress bar,
+no path of the build machine, no raw NumPy scalar repr, no bare number left as a cell's
+result, no placeholder table header (col_0, row_0).
+
+Needs a built book; under `make test` (SCALEINV_REQUIRE_BOOK=1) a missing build is a
+failure, otherwise the chapter checks are skipped. The scanner itself is tested on made-up
+outputs, so it is known to find each problem."""
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXECUTED = ROOT / "_build" / "jupyter_execute"
+
+# (what, pattern) searched in every output's text (stream text, text/plain, text/html).
+PROBLEMS = [
+    # A stub's check says "❌ topic.exN: no answer yet ..."; any other ❌ is a failed check.
+    ("a check printed a failure", re.compile(r"\u274c(?![^\n]*no answer yet)")),
+    ("a traceback", re.compile(r"Traceback \(most recent call last\)|^\w*Error: ", re.M)),
+    ("a warning", re.compile(r"\b\w*Warning\b:|^WARNING\b|warnings\.warn", re.M)),
+    ("a progress bar", re.compile(r"\d+%\|[^|\n]*\||it/s\]|s/it\]")),
+    ("a path of the build machine",
+     re.compile(re.escape(str(ROOT)) + r"|site-packages|(?<![\w.:/])/(?:tmp|root|home|work|usr|opt|var)/")),
+    ("a raw NumPy scalar repr", re.compile(r"\bnp\.(?:float|int|uint|bool_?)\d*\(")),
+    ("a placeholder table header", re.compile(r"<th[^>]*>\s*(?:col|row)_\d+\s*</th>")),
+]
+# A cell whose result is one bare number (a recorded value, a forgotten expression).
+BARE_NUMBER = re.compile(r"-?\d+(?:\.\d*)?(?:e[-+]?\d+)?")
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def output_texts(output):
+    """The text a reader sees of one notebook output (stream, result, display or error)."""
+    if output.get("output_type") == "error":
+        yield "\n".join(output.get("traceback", [])) or f"{output.get('ename')}: error"
+        return
+    if "text" in output:
+        yield "".join(output["text"])
+    for mime in ("text/plain", "text/html", "text/markdown"):
+        if mime in output.get("data", {}):
+            yield "".join(output["data"][mime])
+
+
+def problems(cells):
+    """[(cell index, what, excerpt)] for every problem in a notebook's code cells."""
+    found = []
+    for i, cell in enumerate(cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                found.append((i, "a traceback", output.get("ename", "")))
+            if WIDGET in output.get("data", {}):
+                found.append((i, "a progress bar", "a Jupyter widget (nothing shows in the book)"))
+            if (output.get("output_type") == "execute_result"
+                    and BARE_NUMBER.fullmatch("".join(output.get("data", {}).get("text/plain", "")).strip())):
+                found.append((i, "a bare number as the cell's result",
+                              "".join(output["data"]["text/plain"]).strip()))
+            for text in output_texts(output):
+                for what, pattern in PROBLEMS:
+                    match = pattern.search(text)
+                    if match:
+                        start = max(match.start() - 60, 0)
+                        found.append((i, what, text[start:match.end() + 60].replace("\n", " | ")))
+    # One report per (cell, problem).
+    return sorted({(i, what): (i, what, excerpt) for i, what, excerpt in found}.values())
+
+
+def executed_notebooks():
+    return sorted(EXECUTED.glob("**/*.ipynb"))
+
+
+@pytest.mark.book
+def test_the_build_executed_every_chapter():
+    if not EXECUTED.exists():
+        if os.environ.get("SCALEINV_REQUIRE_BOOK"):
+            pytest.fail("the book was not built: run `make book`")
+        pytest.skip("book not built (run `make book`)")
+    chapters = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert chapters <= {p.stem for p in executed_notebooks()}, "some chapters were not executed"
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("chapter", sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_executed_chapter_shows_no_stray_output(chapter):
+    path = EXECUTED / "notebooks" / f"{chapter}.ipynb"
+    if not path.exists():
+        if os.environ.get("SCALEINV_REQUIRE_BOOK"):
+            pytest.fail(f"{path} missing: run `make book`")
+        pytest.skip("book not built (run `make book`)")
+    found = problems(json.loads(path.read_text())["cells"])
+    assert not found, f"{chapter} shows a reader:\n" + "\n".join(
+        f"  cell {i}: {what}: {excerpt[:200]}" for i, what, excerpt in found)
+
+
+# The scanner, on outputs made up to contain each problem once (and on clean ones).
+def _stream(text, name="stdout"):
+    return {"output_type": "stream", "name": name, "text": text}
+
+
+def _result(plain, html=None):
+    data = {"text/plain": plain}
+    if html:
+        data["text/html"] = html
+    return {"output_type": "execute_result", "data": data, "metadata": {}}
+
+
+CLEAN = [_stream("✅ similarity.ex1: the overlap profile matches ([0.055 0.504 0.839]).\n"),
+         _stream("❌ similarity.ex1: no answer yet: replace the `...` in the stub with your code.\n"),
+         _result("(0.36, 0.5)"), _result("   a  b\n0  1  2", "<th>model</th><th>r</th>"),
+         _stream("median R2 = 0.36; see https://github.com/scaleinv-book/scaleinv/tree/v0.1.0\n")]
+DIRTY = [
+    ("a check printed a failure", _stream("❌ similarity.ex1: the overlap profile is off\n")),
+    ("a traceback", {"output_type": "error", "ename": "ValueError", "evalue": "x", "traceback": []}),
+    ("a traceback", _stream("Traceback (most recent call last):\n  File ...", "stderr")),
+    ("a warning", _stream("/x/tqdm/auto.py:21: TqdmWarning: IProgress not found.", "stderr")),
+    ("a warning", _stream("UserWarning: n_components is large", "stderr")),
+    ("a progress bar", _stream(" 40%|████      | 2/5 [00:01<00:02,  1.50it/s]", "stderr")),
+    ("a progress bar", {"output_type": "display_data", "metadata": {},
+                        "data": {WIDGET: {"model_id": "1"}, "text/plain": "HBox()"}}),
+    ("a path of the build machine", _stream(f"saved to {ROOT}/_build/x.npz\n")),
+    ("a path of the build machine", _stream("cache: /tmp/scaleinv-ci/demo\n")),
+    ("a path of the build machine", _stream("/opt/venv/lib/python3.11/site-packages/x.py:3\n")),
+    ("a raw NumPy scalar repr", _result("(np.float64(0.36), 2)")),
+    ("a bare number as the cell's result", _result("0.36")),
+    ("a bare number as the cell's result", _result("-0.6363636363636364")),
+    ("a placeholder table header", _result("x", '<tr><th class="blank">&nbsp;</th><th>col_0</th></tr>')),
+]
+
+
+def test_scanner_passes_clean_outputs():
+    assert problems([{"cell_type": "code", "outputs": CLEAN}]) == []
+
+
+@pytest.mark.parametrize("what,output", DIRTY, ids=[f"{w}-{i}" for i, (w, _) in enumerate(DIRTY)])
+def test_scanner_finds_each_problem(what, output):
+    found = problems([{"cell_type": "code", "outputs": [output]}])
+    assert [w for _, w, _ in found] == [what], found
+
+
+def test_a_recorded_number_is_not_echoed_by_a_notebook():
+    from IPython.core.formatters import DisplayFormatter
+
+    from scaleinv_utils.record import Recorded, record
+    value = record("test.value", np.float64(0.36))
+    assert isinstance(value, Recorded) and value == 0.36 and float(value) == 0.36
+    assert DisplayFormatter().format(value) == ({}, {})
+    assert DisplayFormatter().format(0.36)[0]["text/plain"] == "0.36"  # a float would be
+
+
+def test_progress_bars_follow_the_environment(monkeypatch, capsys):
+    from scaleinv_utils import _progress
+    monkeypatch.setenv(_progress.PROGRESS_ENV, "0")
+    assert list(_progress.tqdm(range(3), disable=False, file=sys.stderr)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv(_progress.PROGRESS_ENV, "1")
+    list(_progress.tqdm(range(3), disable=False, file=sys.stderr, mininterval=0))
+    assert "3/3" in capsys.readouterr().err
+    list(_progress.tqdm(range(3), disable=True, file=sys.stderr))
+    assert capsys.readouterr().err == ""
+
+
+def test_the_book_build_switches_progress_bars_off(monkeypatch):
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import scaleinv_book
+
+    from scaleinv_utils import _progress
+    monkeypatch.delenv(_progress.PROGRESS_ENV, raising=False)
+
+    class App:
+        def connect(self, *args, **kwargs):
+            pass
+
+    scaleinv_book.setup(App())
+    assert not _progress.progress_enabled()
+
+
+def test_importing_the_package_imports_tqdm_auto_quietly():
+    """Later imports of tqdm.auto (huggingface_hub's, under open_clip) reuse this one, so a
+    notebook without ipywidgets shows no "IProgress not found" warning."""
+    import subprocess
+    code = ("import sys, warnings; warnings.simplefilter('error'); import scaleinv_utils; "
+            "assert 'tqdm.auto' in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
