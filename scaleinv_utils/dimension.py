@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import digamma
 
-from ._validation import check_array, check_random_state, check_scale
+from ._validation import check_array, check_consistent_samples, check_random_state, check_scale
 from .neighbors import NeighborGraph, count_duplicates, nearest_neighbors, scale_grid
 
 __all__ = [
@@ -1222,3 +1222,300 @@ def powerlaw_exponent(X=None, *, eigenvalues=None, fit_range=None):
     resid = y - (slope * x + intercept)
     r2 = 1 - np.sum(resid ** 2) / np.sum((y - y.mean()) ** 2)
     return PowerLawFit(alpha=float(-slope), intercept=float(intercept), fit_range=(lo, hi), r2=float(r2))
+
+
+# --------------------------------------------------------------------------- comparing profiles
+
+__all__ += ["profile_distance", "PROFILE_MEASURES", "id_profile_bootstrap", "IDBootstrap",
+            "compare_id_profiles", "ProfileComparison"]
+
+#: Measures of :func:`profile_distance`.
+PROFILE_MEASURES = ("rmse", "level", "shape", "slope_corr", "pearson")
+
+
+def profile_distance(profiles, reference, ks, measure="rmse"):
+    """How far ID profiles are from a reference profile, in level and in shape.
+
+    With ``r(k) = log ID(k) - log ID_ref(k)`` on the scale grid:
+
+    - ``"level"``: the mean of r over scales, signed (log of the typical ratio
+      of the two IDs; 0 = same level, negative = lower dimension);
+    - ``"shape"``: the standard deviation of r over scales (0 when the
+      profiles are proportional: same shape on log axes, whatever the level);
+    - ``"rmse"``: the root mean square of r, level and shape together
+      (``rmse**2 = level**2 + shape**2``);
+    - ``"slope_corr"``: the Pearson correlation of the slopes
+      dID / dlog k between consecutive scales (shape of the fall only);
+    - ``"pearson"``: the Pearson correlation of the profiles themselves
+      (:func:`scaleinv_utils.similarity.compare_profiles`' default). It is 1
+      for *any* increasing affine transform of the reference, so it cannot
+      tell a profile from one at triple the level or from one that falls
+      half as fast; kept for comparison.
+
+    Parameters
+    ----------
+    profiles : array-like of shape (..., n_scales)
+        One or many profiles (leading axes broadcast), positive.
+    reference : array-like of shape (n_scales,)
+        E.g. the brain's profile.
+    ks : array-like of shape (n_scales,)
+        The scales, positive and strictly increasing.
+    measure : str
+        One of :data:`PROFILE_MEASURES`.
+
+    Returns
+    -------
+    value : float or ndarray of shape (...)
+        Lower = more alike for "rmse" and "shape" (|level| for "level");
+        higher = more alike for the correlations.
+
+    Raises
+    ------
+    ValueError
+        If the grids differ in length, a profile is not positive and finite,
+        fewer than 3 scales are given, ks is not increasing, or the measure
+        is unknown.
+    """
+    from . import stats as _stats
+
+    if measure not in PROFILE_MEASURES:
+        raise ValueError(f"measure must be one of {PROFILE_MEASURES}, got {measure!r}.")
+    P = np.asarray(profiles, dtype=float)
+    ref = check_array(reference, "reference", ndim=1, min_samples=3)
+    ks = check_array(ks, "ks", ndim=1, min_samples=3)
+    if P.ndim == 0 or P.shape[-1] != ref.size or ks.size != ref.size:
+        raise ValueError(f"profiles, reference and ks must share one scale grid: got "
+                         f"{P.shape[-1] if P.ndim else 0}, {ref.size} and {ks.size} scales.")
+    if np.any(ks <= 0) or np.any(np.diff(ks) <= 0):
+        raise ValueError(f"ks must be positive and strictly increasing, got {ks.tolist()}.")
+    for name, v in (("profiles", P), ("reference", ref)):
+        if not np.all(np.isfinite(v)) or np.any(v <= 0):
+            raise ValueError(f"{name} must be positive and finite (IDs), found range "
+                             f"[{np.nanmin(v):.3g}, {np.nanmax(v):.3g}].")
+    if measure == "pearson":
+        return _stats.pearson(P, np.broadcast_to(ref, P.shape), axis=-1)
+    if measure == "slope_corr":
+        dlogk = np.diff(np.log(ks))
+        return _stats.pearson(np.diff(P, axis=-1) / dlogk, np.diff(ref) / dlogk, axis=-1)
+    r = np.log(P) - np.log(ref)
+    level = r.mean(axis=-1)
+    if measure == "level":
+        out = level
+    elif measure == "shape":
+        out = r.std(axis=-1)
+    else:
+        out = np.sqrt(np.mean(r ** 2, axis=-1))
+    return float(out) if np.ndim(out) == 0 else out
+
+
+@dataclass
+class IDBootstrap:
+    """Gride profiles of several representations of the same stimuli, bootstrapped jointly.
+
+    Attributes
+    ----------
+    ks : ndarray of shape (n_scales,)
+    names : list of str
+    ids : ndarray of shape (n_representations, n_scales)
+        The Gride profile of each representation (as :func:`id_profile`).
+    samples : ndarray of shape (n_bootstrap, n_representations, n_scales)
+        The profiles on each resample of stimuli; the same stimuli are
+        drawn for every representation, so differences stay paired.
+    n_samples : int
+        Stimuli used (after leaving out any with tied neighbour distances).
+    """
+
+    ks: np.ndarray
+    names: list
+    ids: np.ndarray
+    samples: np.ndarray
+    n_samples: int
+
+    def __getitem__(self, name):
+        return self.ids[self.names.index(name)]
+
+
+def id_profile_bootstrap(representations, ks=None, *, n_bootstrap=200, random_state=None,
+                         device=None):
+    """Gride ID profiles of several representations with a paired bootstrap over stimuli.
+
+    Each representation gets one neighbour query; each stimulus contributes
+    one log distance ratio ``log(r_2k / r_k)`` per scale, and Gride's
+    likelihood is a sum over stimuli. A resample draws stimuli with
+    replacement and re-maximises the likelihood (the same bootstrap as
+    :func:`id_profile`'s ``n_bootstrap``, which keeps the neighbour graph and
+    so adds no duplicate points), here with the *same* stimuli for every
+    representation. Any quantity computed from several profiles (the
+    difference of a model's and the brain's, the fall from the smallest to
+    the largest scale) then gets its interval from ``samples``.
+
+    Parameters
+    ----------
+    representations : dict of str to array-like of shape (n_samples, n_features_i)
+        The same stimuli in the same order (a sequence is named "0", "1", ...).
+    ks : array-like of int of shape (n_scales,) or None
+        Scales; default ``scale_grid(n_samples, 12, k_min=5, k_max=n_samples // 8)``
+        (Gride needs 2 max(ks) < n_samples).
+    n_bootstrap : int
+        Resamples (0: none; ``samples`` is then empty).
+    random_state : int, numpy Generator or None
+    device : {None, "cpu", "cuda"}
+        Device of the neighbour search.
+
+    Returns
+    -------
+    result : IDBootstrap
+
+    Raises
+    ------
+    ValueError
+        If the representations differ in n_samples, one is constant or has
+        NaNs, a scale is too large, or almost every stimulus has tied distances.
+
+    Warns
+    -----
+    UserWarning
+        When stimuli with tied neighbour distances (duplicates) in some
+        representation are left out of all of them (to keep the pairing).
+    """
+    if not isinstance(representations, dict):
+        representations = {str(i): X for i, X in enumerate(representations)}
+    if not representations:
+        raise ValueError("representations is empty: give at least one array.")
+    arrays = {name: check_array(X, f"representations[{name!r}]", min_samples=8)
+              for name, X in representations.items()}
+    n = check_consistent_samples(**arrays)
+    if ks is None:
+        ks = scale_grid(n, n_scales=12, k_min=5, k_max=max(6, n // 8))
+    ks = _check_ks(ks, n, name="ks")
+    need = 2 * int(ks.max())
+    if need >= n:
+        raise ValueError(f"ks up to {ks.max()} need the {need}-th neighbour (Gride uses rank 2k), "
+                         f"which must be smaller than n_samples={n}; lower the largest scale.")
+    log_mu = []
+    for name, X in arrays.items():
+        _check_constant(X, f"representations[{name!r}]")
+        d = nearest_neighbors(X, need, device=device).distances
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_mu.append(np.log(d[:, 2 * ks - 1]) - np.log(d[:, ks - 1]))  # (n, n_scales)
+    L = np.stack(log_mu)  # (n_reps, n, n_scales)
+    good = np.all(np.isfinite(L) & (L > 0), axis=(0, 2))
+    if good.sum() < max(8, n // 2):
+        raise ValueError(f"only {good.sum()} of {n} stimuli have untied neighbour distances in "
+                         "every representation; drop duplicate rows first.")
+    if not good.all():
+        warnings.warn(f"{n - good.sum()} of {n} stimuli have tied neighbour distances (duplicate "
+                      "rows) in some representation; they are left out of every profile to keep "
+                      "the bootstrap paired.", UserWarning, stacklevel=2)
+    L = L[:, good]
+    m = L.shape[1]
+    ids = np.stack([_gride_mle(L[..., s], int(k), 2 * int(k))[0] for s, k in enumerate(ks)], axis=-1)
+    samples = np.empty((0,) + ids.shape)
+    if n_bootstrap:
+        boot = _bootstrap_indices(m, int(n_bootstrap), random_state)  # (n_boot, m)
+        samples = np.stack([_gride_mle(L[:, boot, s], int(k), 2 * int(k))[0]
+                            for s, k in enumerate(ks)], axis=-1)  # (n_reps, n_boot, n_scales)
+        samples = np.moveaxis(samples, 0, 1)
+    return IDBootstrap(ks=ks, names=list(arrays), ids=ids, samples=samples, n_samples=int(m))
+
+
+@dataclass
+class ProfileComparison:
+    """Each representation's ID profile against a reference, with bootstrap intervals.
+
+    Attributes
+    ----------
+    ks : ndarray of shape (n_scales,)
+    names : list of str
+    profiles : ndarray of shape (n_representations, n_scales)
+    reference : ndarray of shape (n_scales,)
+    values : dict of str to ndarray of shape (n_representations,)
+        Per measure of :func:`profile_distance`.
+    low, high : dict of str to ndarray of shape (n_representations,)
+        Percentile bootstrap interval over stimuli (paired with the reference).
+    samples : dict of str to ndarray of shape (n_bootstrap, n_representations)
+    level : float
+        Coverage of the intervals.
+    """
+
+    ks: np.ndarray
+    names: list
+    profiles: np.ndarray
+    reference: np.ndarray
+    values: dict
+    low: dict
+    high: dict
+    samples: dict
+    level: float
+
+    def to_frame(self):
+        """pandas DataFrame: one row per representation, a value and interval per measure."""
+        import pandas as pd
+
+        cols = {}
+        for m in self.values:
+            cols[m], cols[f"{m}_low"], cols[f"{m}_high"] = self.values[m], self.low[m], self.high[m]
+        return pd.DataFrame(cols, index=pd.Index(self.names, name="representation"))
+
+
+def compare_id_profiles(representations, reference, ks=None, *, measures=PROFILE_MEASURES,
+                        n_bootstrap=200, level=0.95, random_state=None, device=None):
+    """Compare representations' Gride profiles with a reference's (the brain's), with intervals.
+
+    The profiles of all representations and of the reference come from
+    :func:`id_profile_bootstrap` on the same stimuli, so each resample of
+    stimuli gives paired profiles and one value of every measure of
+    :func:`profile_distance` (level, shape, their RMSE, the correlation of
+    slopes, and the saturating Pearson correlation for comparison).
+
+    Parameters
+    ----------
+    representations : dict of str to array-like of shape (n_samples, n_features_i)
+    reference : array-like of shape (n_samples, n_features_ref)
+        The same stimuli (e.g. the brain's repeat-averaged betas).
+    ks : array-like of int of shape (n_scales,) or None
+        As :func:`id_profile_bootstrap`.
+    measures : sequence of str
+        Among :data:`PROFILE_MEASURES`.
+    n_bootstrap : int
+        At least 1.
+    level : float
+        Coverage of the percentile intervals.
+    random_state : int, numpy Generator or None
+    device : {None, "cpu", "cuda"}
+
+    Returns
+    -------
+    comparison : ProfileComparison
+
+    Raises
+    ------
+    ValueError
+        As :func:`id_profile_bootstrap`; also for an unknown measure, a
+        representation named "reference", or n_bootstrap < 1.
+    """
+    from . import stats as _stats
+
+    bad = [m for m in measures if m not in PROFILE_MEASURES]
+    if bad or not len(measures):
+        raise ValueError(f"measures must be among {PROFILE_MEASURES}, got {list(measures)}.")
+    if int(n_bootstrap) < 1:
+        raise ValueError(f"n_bootstrap must be at least 1 for the intervals, got {n_bootstrap}.")
+    if not isinstance(representations, dict):
+        representations = {str(i): X for i, X in enumerate(representations)}
+    if "reference" in representations:
+        raise ValueError("a representation may not be named 'reference' (the name of the reference).")
+    boot = id_profile_bootstrap({**representations, "reference": reference}, ks,
+                                n_bootstrap=n_bootstrap, random_state=random_state, device=device)
+    ref, ref_s = boot.ids[-1], boot.samples[:, -1]
+    P, P_s = boot.ids[:-1], boot.samples[:, :-1]
+    values, low, high, samples = {}, {}, {}, {}
+    for m in measures:
+        values[m] = np.atleast_1d(profile_distance(P, ref, boot.ks, m))
+        # Per resample: every representation against that resample's reference.
+        s = np.stack([np.atleast_1d(profile_distance(P_s[b], ref_s[b], boot.ks, m))
+                      for b in range(P_s.shape[0])])
+        samples[m] = s
+        low[m], high[m] = (np.atleast_1d(v) for v in _stats.percentile_interval(s, level))
+    return ProfileComparison(ks=boot.ks, names=boot.names[:-1], profiles=P, reference=ref,
+                             values=values, low=low, high=high, samples=samples, level=level)

@@ -1098,3 +1098,94 @@ def bootstrap_ci(statistic, *arrays, n_bootstraps=200, confidence=0.95, random_s
     return _stats.bootstrap(lambda *a: np.asarray(statistic(*a), dtype=float), *arrays,
                             n_resamples=int(n_bootstraps), level=confidence,
                             random_state=random_state)
+
+
+# ---------------------------------------------------------------------------
+# noise control: do neighbourhoods replicate across independent halves of the trials?
+
+__all__ += ["neighborhood_reliability", "NeighborhoodReliability"]
+
+
+@dataclass
+class NeighborhoodReliability:
+    """Split-half reliability of each stimulus's k nearest neighbours, per scale.
+
+    Attributes
+    ----------
+    ks : ndarray of shape (n_scales,)
+    overlap : ndarray of shape (n_scales,)
+        Mean over splits of the kNN overlap (fraction of shared neighbours,
+        :func:`knn_overlap`) between the two halves.
+    overlap_splits : ndarray of shape (n_splits, n_scales)
+        The overlap of each random split.
+    chance : ndarray of shape (n_scales,)
+        k / (n_images - 1): the overlap of unrelated halves (pure noise).
+    normalized : ndarray of shape (n_scales,)
+        (overlap - chance) / (1 - chance): 0 at chance, 1 when the halves
+        have the same neighbourhoods (noise-free data).
+    n_images : int
+        Images with at least two trials (the rest are left out).
+    n_per_half : ndarray of shape (n_images,)
+        Trials averaged in each half.
+    """
+
+    ks: np.ndarray
+    overlap: np.ndarray
+    overlap_splits: np.ndarray
+    chance: np.ndarray
+    normalized: np.ndarray
+    n_images: int
+    n_per_half: np.ndarray
+
+
+def neighborhood_reliability(trial_betas, trial_image, ks, *, n_splits=5, random_state=None):
+    """Do the stimuli's neighbourhoods replicate across two independent halves of the trials?
+
+    The trials of every image are split at random into two halves
+    (:func:`scaleinv_utils.reliability.split_half_average`), each half is
+    averaged, and the kNN overlap of the two halves is measured at every
+    scale k. Noise-free responses give the same neighbourhoods in both
+    halves (overlap 1); pure noise gives independent ones (overlap k /
+    (n_images - 1)). Between the two, the profile over k says at which scales
+    the measured geometry is stimulus-driven and at which it is noise. The
+    same function runs on a model's features given simulated trials
+    (:func:`scaleinv_utils.reliability.add_matched_noise` with
+    ``return_trials=True``), so brain and model are compared at one noise level.
+
+    Parameters
+    ----------
+    trial_betas : array-like of shape (n_trials_total, n_voxels)
+    trial_image : array-like of shape (n_trials_total,)
+        Image id of each trial.
+    ks : int or array-like of int of shape (n_scales,)
+        Neighbourhood sizes, each smaller than the number of images.
+    n_splits : int
+        Random splits averaged (each costs two neighbour queries).
+    random_state : int, numpy Generator or None
+
+    Returns
+    -------
+    result : NeighborhoodReliability
+
+    Raises
+    ------
+    ValueError
+        If no image has two trials, a scale is too large, or n_splits < 1.
+    """
+    from .reliability import split_half_average
+
+    if int(n_splits) < 1:
+        raise ValueError(f"n_splits must be at least 1, got {n_splits}.")
+    rng = check_random_state(random_state)
+    splits, n_per_half, n_img = [], None, None
+    for _ in range(int(n_splits)):
+        a, b, ids, n_per_half = split_half_average(trial_betas, trial_image, random_state=rng)
+        n_img = ids.size
+        ks_arr, _ = _check_ks(ks, n_img)
+        splits.append(np.atleast_1d(knn_overlap(a, b, ks_arr)))
+    splits = np.stack(splits)
+    overlap = splits.mean(axis=0)
+    chance = np.atleast_1d(knn_chance(ks_arr, n_img))
+    return NeighborhoodReliability(ks=ks_arr, overlap=overlap, overlap_splits=splits, chance=chance,
+                                   normalized=(overlap - chance) / (1 - chance), n_images=int(n_img),
+                                   n_per_half=n_per_half)
