@@ -42,7 +42,8 @@ The code lives in submodules, re-exported here (``su.nsd.prepare``):
 (trial -> image, selection), :mod:`~.readers` (betas, images, label files),
 :mod:`~.atlases` (ROIs, networks, native -> fsaverage), :mod:`~.captions`
 (COCO captions) and :mod:`~.pipeline` (download, prepare, verify, info, smoke).
-The byte-level HDF5 chunk-index reader is part of the download layer.
+The byte-level HDF5 chunk-index reader belongs to the download layer,
+:mod:`scaleinv_utils.hdf5_ranges`.
 """
 from . import atlases, captions, layout, pipeline, readers, trials
 from .atlases import (ATLASES, NETWORK_AREAS, NETWORKS, atlases_of, native_to_fsaverage,

@@ -2,9 +2,9 @@
 
 Betas and images are never downloaded whole. A volume session's HDF5 file
 (``betas_sessionNN.hdf5``, 'betas', int16) is read chunk by chunk, only the
-chunks of the ROI's voxels, found through the HDF5 chunk index; a surface
-``.mgh`` file one range per trial; ``nsd_stimuli.hdf5`` ('imgBrick') only the
-needed images' chunks. Small label files (``.nii.gz``, ``.mgz``) and their
+chunks of the ROI's voxels, found through the HDF5 chunk index
+(:func:`scaleinv_utils.hdf5_ranges.read_chunks`); a surface ``.mgh`` file one
+range per trial; ``nsd_stimuli.hdf5`` ('imgBrick') only the needed images' chunks. Small label files (``.nii.gz``, ``.mgz``) and their
 ``.ctab`` colour tables are read from the cache.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..download import RangeFile
+from ..hdf5_ranges import read_chunks
 from .layout import N_FSAVERAGE, TRIALS_PER_SESSION
 
 __all__ = ["MAX_GAP", "read_volume_betas", "read_surface_betas", "surface_read_bytes",
@@ -22,192 +23,6 @@ __all__ = ["MAX_GAP", "read_volume_betas", "read_surface_betas", "surface_read_b
 #: Two byte ranges closer than this are fetched in one request: a few voxels' chunks
 #: (1.5 kB each in NSD) cost less than another round trip.
 MAX_GAP = 4096
-
-
-def _chunk_reader(dset):
-    """Function turning a chunk's raw bytes into an array of the chunk's shape."""
-    import zlib
-
-    plist = dset.id.get_create_plist()
-    ids = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
-    deflate, shuffle = 1 in ids, 2 in ids  # H5Z_FILTER_DEFLATE, H5Z_FILTER_SHUFFLE
-    if ids - {1, 2}:
-        return None  # another filter: let h5py decode through the same range file
-    dtype, shape = dset.dtype, dset.chunks
-
-    def decode(raw, filter_mask=0):
-        if deflate and not filter_mask & 1:
-            raw = zlib.decompress(raw)
-        if shuffle:
-            raw = np.frombuffer(raw, np.uint8).reshape(dtype.itemsize, -1).T.tobytes()
-        return np.frombuffer(raw, dtype=dtype).reshape(shape)
-    return decode
-
-
-def _le(b):
-    return int.from_bytes(b, "little")
-
-
-def _layout_btree(client, url, header_addr):
-    """Address and key rank of a chunked dataset's version-1 B-tree, from its object header.
-
-    Returns None for anything but a version-1 object header with a version-3
-    chunked layout message (the layout MATLAB and HDF5's default settings
-    write); callers then fall back to HDF5's own per-chunk look-ups.
-    """
-    head = client.get_range(url, header_addr, header_addr + 16)
-    if head[0] != 1:
-        return None
-    n_msgs, todo, seen = _le(head[2:4]), [(header_addr + 16, _le(head[8:12]))], 0
-    while todo and seen < n_msgs:
-        start, size = todo.pop(0)
-        data, p = client.get_range(url, start, start + size), 0
-        while p + 8 <= len(data) and seen < n_msgs:
-            mtype, msize = _le(data[p:p + 2]), _le(data[p + 2:p + 4])
-            body, p, seen = data[p + 8:p + 8 + msize], p + 8 + msize, seen + 1
-            if mtype == 0x10:  # continuation: more messages elsewhere
-                todo.append((_le(body[:8]), _le(body[8:16])))
-            elif mtype == 0x08:  # data layout
-                if body[0] != 3 or body[1] != 2:
-                    return None
-                return _le(body[3:11]), body[2]
-    return None
-
-
-def _parse_entries(blob, n, key, ndims, first=0):
-    """(chunk size, filter mask, coords) keys and child addresses of n node entries."""
-    keys, children, p = [], [], 0
-    for i in range(n + 1):
-        k = blob[p:p + key]
-        if len(k) < key:
-            break
-        keys.append((_le(k[:4]), _le(k[4:8]),
-                     tuple(_le(k[8 + 8 * d:16 + 8 * d]) for d in range(ndims))))
-        p += key
-        if i < n and p + 8 <= len(blob):
-            children.append(_le(blob[p:p + 8]))
-            p += 8
-    return keys, children
-
-
-def _btree_chunk_index(client, url, btree_addr, ndims, wanted, max_gap, chunks=None,
-                       grid=None, fanout=64):
-    """Byte offset, size and filter mask of chunks, walking a v1 B-tree level by level.
-
-    All nodes of one level are fetched together (coalesced, in parallel), and
-    only the subtrees holding wanted chunks are visited. In a dense dataset
-    (every chunk written, as NSD's betas) a chunk's entry in its leaf sits at
-    its linear index minus that of the leaf's first chunk, so only the span of
-    wanted entries of a leaf is read; each key read is checked against the
-    chunk it should describe, and a leaf that does not match is read whole.
-
-    Parameters
-    ----------
-    wanted : list of tuple
-        Chunk start coordinates, with the trailing 0 of HDF5's keys.
-    chunks, grid : tuple of int or None
-        Chunk shape and number of chunks per axis (enable partial leaf reads).
-
-    Returns
-    -------
-    index : dict of tuple to (offset, size, filter_mask), or None if the tree is not as expected
-    """
-    key = 8 + 8 * ndims
-    entry = key + 8
-    nbytes = lambda n: 24 + n * entry + key  # noqa: E731
-
-    def lin(c):
-        return int(np.ravel_multi_index(tuple(x // ch for x, ch in zip(c[:-1], chunks)), grid))
-
-    level, out = [(btree_addr, sorted(set(wanted)), None, None)], {}
-    while level:
-        ranges, plans = [], []
-        for addr, want, depth, lo in level:
-            if depth == 0 and chunks is not None:
-                e = [lin(c) - lin(lo) for c in want]
-                if min(e) >= 0 and max(e) < fanout:
-                    ranges.append((addr + 24 + min(e) * entry, (max(e) - min(e) + 1) * entry))
-                    plans.append(("span", addr, want, min(e), max(e)))
-                    continue
-            ranges.append((addr, nbytes(fanout)))
-            plans.append(("node", addr, want, None, None))
-        blobs = client.read_ranges(url, ranges, max_gap=max_gap)
-        nxt, redo = [], []
-        for (kind, addr, want, e0, e1), blob in zip(plans, blobs):
-            if kind == "span":
-                keys, children = _parse_entries(blob, e1 - e0 + 1, key, ndims)
-                found = {k[2]: (ch, k[0], k[1]) for k, ch in zip(keys, children)}
-                if all(c in found for c in want):
-                    out.update(found)
-                else:
-                    redo.append((addr, want, None, None))  # not dense here: read the node
-                continue
-            if blob[:4] != b"TREE" or blob[4] != 1:
-                return None
-            depth, n = blob[5], _le(blob[6:8])
-            if n > fanout:
-                blob = client.get_range(url, addr, addr + nbytes(n))
-            keys, children = _parse_entries(blob[24:], n, key, ndims)
-            if depth == 0:
-                for i in range(n):
-                    out[keys[i][2]] = (children[i], keys[i][0], keys[i][1])
-                continue
-            for i in range(n):
-                lo, hi = keys[i][2], keys[i + 1][2]
-                sel = [c for c in want if lo <= c < hi or (i == n - 1 and c == hi)]
-                if sel:
-                    nxt.append((children[i], sel, depth - 1, lo))
-        level = nxt + redo
-    return out
-
-
-def _read_chunks(client, url, d, chunk_starts, max_gap=MAX_GAP):
-    """Read whole chunks of an open HDF5 dataset by their start coordinates.
-
-    The chunk index is looked up through ``d`` (opened on a RangeFile, so only
-    the index nodes on the way are fetched); the chunks' bytes are then
-    fetched with coalesced range requests.
-
-    Returns
-    -------
-    chunks : dict of tuple to ndarray of the chunk's shape
-    """
-    starts = list(chunk_starts)
-    if d.chunks is None:  # contiguous: every "chunk" is one row of the first axis
-        base, row = d.id.get_offset(), int(np.prod(d.shape[1:])) * d.dtype.itemsize
-        blobs = client.read_ranges(url, [(base + c[0] * row, row) for c in starts], max_gap=max_gap)
-        return {c: np.frombuffer(b, d.dtype).reshape((1,) + d.shape[1:])
-                for c, b in zip(starts, blobs)}
-    decode = _chunk_reader(d)
-    if decode is None:
-        return {c: d[tuple(slice(s, s + n) for s, n in zip(c, d.chunks))] for c in starts}
-    index = None
-    try:
-        # the link's address, not h5o.get_info: that sums the index size by walking all of it
-        layout = _layout_btree(client, url, d.file.id.links.get_info(d.name.encode()).u)
-        if layout is not None and layout[1] == d.ndim + 1:
-            grid = tuple(-(-n // c) for n, c in zip(d.shape, d.chunks))
-            index = _btree_chunk_index(client, url, layout[0], layout[1],
-                                       [tuple(int(x) for x in c) + (0,) for c in starts], max_gap,
-                                       chunks=d.chunks, grid=grid)
-    except (AttributeError, ValueError, IndexError, TypeError, KeyError):
-        index = None  # an HDF5 build without link addresses, or an unexpected layout
-    infos = []
-    for c in starts:
-        c = tuple(int(x) for x in c)
-        if index is not None and c + (0,) in index:
-            infos.append(index[c + (0,)])
-        else:
-            i = d.id.get_chunk_info_by_coord(c)
-            infos.append((i.byte_offset, i.size, i.filter_mask))
-    # a chunk never written has no bytes in the file (byte_offset None): it holds the fill value
-    present = [k for k, (o, _, _) in enumerate(infos) if o is not None]
-    blobs = client.read_ranges(url, [infos[k][:2] for k in present], max_gap=max_gap)
-    out = {starts[k]: decode(b, infos[k][2]) for k, b in zip(present, blobs)}
-    fill = d.fillvalue if d.fillvalue is not None else 0
-    for k in set(range(len(starts))) - set(present):
-        out[starts[k]] = np.full(d.chunks, fill, dtype=d.dtype)
-    return out
 
 
 def _volume_order(h5_shape, vol_shape):
@@ -261,7 +76,7 @@ def read_volume_betas(client, url, ijk, vol_shape, dataset="betas", max_gap=None
         starts = (coords // np.asarray(chunks[1:])) * np.asarray(chunks[1:])
         t_starts = range(0, n_trials, chunks[0])
         keys = sorted({(t,) + tuple(int(x) for x in s) for s in starts for t in t_starts})
-        got = _read_chunks(client, url, d, keys, max_gap=max_gap)
+        got = read_chunks(client, url, d, keys, max_gap=max_gap)
     out = np.empty((n_trials, len(coords)), dtype=np.float32)
     for v, (c, s) in enumerate(zip(coords, starts)):
         inner = tuple(int(x) for x in (c - s))
@@ -378,7 +193,7 @@ def read_images(client, url, nsd_ids, dataset="imgBrick", max_gap=MAX_GAP):
         grid = [range(0, n, c) for n, c in zip(shape[1:], chunks[1:])]
         inner = [(a, b, c) for a in grid[0] for b in grid[1] for c in grid[2]]
         keys = sorted({(int(i // chunks[0] * chunks[0]),) + t for i in nsd_ids for t in inner})
-        got = _read_chunks(client, url, d, keys, max_gap=max_gap)
+        got = read_chunks(client, url, d, keys, max_gap=max_gap)
     out = np.empty((len(nsd_ids),) + tuple(shape[1:]), dtype=np.uint8)
     for n, i in enumerate(nsd_ids):
         c0 = int(i // chunks[0] * chunks[0])
