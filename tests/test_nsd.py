@@ -733,7 +733,7 @@ def test_smoke_compares_the_readers_with_h5py(volume_tree, env, capsys, monkeypa
         assert "chunks (60, 1, 1, 1)" in out and "Content-Encoding None" in out
         srv.encoded.add(nsd.nsd_file("stimuli"))  # object metadata says gzip: reported
         real = nsd.read_volume_betas
-        monkeypatch.setattr(nsd, "read_volume_betas", lambda *a, **k: real(*a, **k) + 1)
+        monkeypatch.setattr(nsd.pipeline, "read_volume_betas", lambda *a, **k: real(*a, **k) + 1)
         assert main(args) == 1
         out = capsys.readouterr().out
         assert "FAIL betas values" in out and "FAIL stimuli headers" in out
