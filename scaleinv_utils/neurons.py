@@ -68,6 +68,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import stats
+from .stats import Verdict, verdict  # noqa: F401  (one implementation for both papers; chapter 7 calls nn.verdict)
 from ._validation import check_array, check_consistent_samples, check_random_state
 
 __all__ = [
@@ -2146,89 +2147,7 @@ def cross_modal_test(activity_by_family, Y, *, train, networks, families=None, s
 
 
 # --------------------------------------------------------------------------- verdicts
-@dataclass
-class Verdict:
-    """A claim's computed verdict with the numbers behind it.
 
-    Attributes
-    ----------
-    verdict : {"supports", "contradicts", "inconclusive"}
-    estimate, low, high : float
-    pvalue : float or None
-        After any correction for multiple comparisons.
-    null_value : float
-    direction : {"greater", "less"}
-    alpha : float
-    claim : str
-    """
-
-    verdict: str
-    estimate: float
-    low: float
-    high: float
-    pvalue: object
-    null_value: float
-    direction: str
-    alpha: float
-    claim: str = ""
-
-    def __str__(self):
-        p = "" if self.pvalue is None else f", p = {self.pvalue:.3g}"
-        head = f"{self.claim}: " if self.claim else ""
-        return (f"{head}{self.verdict} (estimate {self.estimate:.3g}, interval "
-                f"[{self.low:.3g}, {self.high:.3g}]{p}; null value {self.null_value:g})")
-
-
-def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="greater", alpha=0.05,
-            claim=""):
-    """Turn an estimate, its interval and a (corrected) p-value into a verdict.
-
-    For a claim "the quantity is greater (``direction="greater"``) or less
-    than ``null_value``":
-
-    - ``"supports"``: the whole interval lies beyond ``null_value`` in the
-      claimed direction and (if given) ``pvalue <= alpha``;
-    - ``"contradicts"``: the whole interval lies beyond ``null_value`` in the
-      *opposite* direction;
-    - ``"inconclusive"``: anything else (the interval holds the null value,
-      or the interval and the p-value disagree).
-
-    Parameters
-    ----------
-    estimate, low, high : float
-    pvalue : float or None
-    null_value : float
-    direction : {"greater", "less"}
-    alpha : float
-    claim : str
-        Printed with the verdict.
-
-    Returns
-    -------
-    verdict : Verdict
-        ``str(verdict)`` gives the verdict with its numbers.
-
-    Raises
-    ------
-    ValueError
-        If low > high, a value is not finite, or direction is unknown.
-    """
-    if direction not in ("greater", "less"):
-        raise ValueError(f"direction must be 'greater' or 'less', got {direction!r}.")
-    est, lo, hi = float(estimate), float(low), float(high)
-    if not (np.isfinite(est) and np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"estimate and interval must be finite, got {est}, [{lo}, {hi}].")
-    if lo > hi:
-        raise ValueError(f"the interval must have low <= high, got [{lo}, {hi}].")
-    if pvalue is not None and not 0 <= float(pvalue) <= 1:
-        raise ValueError(f"pvalue must lie in [0, 1], got {pvalue}.")
-    above, below = lo > null_value, hi < null_value
-    beyond, opposite = (above, below) if direction == "greater" else (below, above)
-    significant = pvalue is None or float(pvalue) <= alpha
-    word = "supports" if beyond and significant else "contradicts" if opposite else "inconclusive"
-    return Verdict(verdict=word, estimate=est, low=lo, high=hi,
-                   pvalue=None if pvalue is None else float(pvalue), null_value=float(null_value),
-                   direction=direction, alpha=float(alpha), claim=claim)
 
 
 # --------------------------------------------------------------------------- toy world
