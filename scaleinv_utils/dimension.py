@@ -1014,6 +1014,10 @@ def dimensional_stability(ids, ks, method="cv"):
 class CalibratedStability:
     """Dimensional stability of a representation against covariance-matched Gaussians.
 
+    The score itself is a :class:`scaleinv_utils.stats.CalibratedScore` (``score``);
+    its fields are also readable here (``raw``, ``null``, ``null_mean``, ``null_sd``,
+    ``calibrated``, ``z``, ``p_value``), so the rule for calibrating lives in one place.
+
     Attributes
     ----------
     ks : ndarray of shape (n_scales,)
@@ -1022,20 +1026,14 @@ class CalibratedStability:
     null_ids : ndarray of shape (n_null, n_scales)
         The profile of each Gaussian surrogate (same n, same covariance).
     method, estimator : str
-    raw : float
-        :func:`dimensional_stability` of ``ids``.
-    null : ndarray of shape (n_null,)
-        The same score of each surrogate profile.
-    null_mean, null_sd : float
-    calibrated : float
-        ``raw - null_mean``. For "cv" (lower = more stable): negative when the
-        profile is flatter than a Gaussian with the same eigenspectrum gives,
-        0 on average for Gaussian data of any covariance.
-    z : float
-        ``calibrated / null_sd``.
-    p_value : float
-        (1 + #{null <= raw}) / (1 + n_null) for "cv" and "range" (more stable
-        than the null); two-sided on |slope| for the slopes.
+    score : CalibratedScore
+        ``raw`` is :func:`dimensional_stability` of ``ids``; ``null`` the same score of
+        each surrogate profile, shape (n_null,); ``calibrated = raw - null_mean``. For
+        "cv" (lower = more stable) it is negative when the profile is flatter than a
+        Gaussian with the same eigenspectrum gives, 0 on average for Gaussian data of
+        any covariance; ``z = calibrated / null_sd``; ``p_value`` is
+        (1 + #{null <= raw}) / (1 + n_null) for "cv" and "range" (more stable than the
+        null), two-sided on |slope| for the slopes.
     """
 
     ks: np.ndarray
@@ -1043,13 +1041,15 @@ class CalibratedStability:
     null_ids: np.ndarray
     method: str
     estimator: str
-    raw: float
-    null: np.ndarray
-    null_mean: float
-    null_sd: float
-    calibrated: float
-    z: float
-    p_value: float
+    score: "CalibratedScore"
+
+    raw = property(lambda self: self.score.raw)
+    null = property(lambda self: self.score.null)
+    null_mean = property(lambda self: self.score.null_mean)
+    null_sd = property(lambda self: self.score.null_sd)
+    calibrated = property(lambda self: self.score.calibrated)
+    z = property(lambda self: self.score.z)
+    p_value = property(lambda self: self.score.p_value)
 
 
 def calibrated_stability(X, ks=None, *, estimator="gride", method="cv", n_null=10,
@@ -1111,10 +1111,8 @@ def calibrated_stability(X, ks=None, *, estimator="gride", method="cv", n_null=1
                          for Z in _stats.iter_gaussian_surrogates(X, int(n_null), random_state=rng)])
     null = np.array([dimensional_stability(v, ks, method=method) for v in null_ids])
     alternative = "less" if method in ("cv", "range") else "two-sided"
-    cal = _stats.calibrate(raw, null, alternative=alternative)
     return CalibratedStability(ks=ks, ids=ids, null_ids=null_ids, method=method, estimator=estimator,
-                               raw=cal.raw, null=null, null_mean=cal.null_mean, null_sd=cal.null_sd,
-                               calibrated=cal.calibrated, z=cal.z, p_value=cal.p_value)
+                               score=_stats.calibrate(raw, null, alternative=alternative))
 
 
 # --------------------------------------------------------------------------- global

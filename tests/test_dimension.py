@@ -480,6 +480,13 @@ def test_calibrated_stability_separates_self_similar_and_broken_structure():
     assert broken.calibrated > 3 * broken.null_sd
     assert walk.null_ids.shape == (4, 4) and walk.raw == pytest.approx(
         dm.dimensional_stability(walk.ids, walk.ks))
+    # one calibration rule: the score is stats.calibrate of the raw score against the null's scores
+    from scaleinv_utils import stats
+    null = np.array([dm.dimensional_stability(v, walk.ks) for v in walk.null_ids])
+    expected = stats.calibrate(walk.raw, null, alternative="less")
+    assert isinstance(walk.score, stats.CalibratedScore)
+    np.testing.assert_array_equal(walk.null, expected.null)
+    assert (walk.calibrated, walk.z, walk.p_value) == (expected.calibrated, expected.z, expected.p_value)
     with pytest.raises(ValueError, match="n_null must be at least 1, got 0"):
         dm.calibrated_stability(plane, ks, n_null=0)
     with pytest.raises(ValueError, match="method must be one of"):
