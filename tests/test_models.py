@@ -55,6 +55,26 @@ def test_demo_metadata_follows_the_zoo():
     assert rnd.n_pretraining_images == 0 and not rnd.has_language
 
 
+def test_catalogue_is_rebuilt_when_the_weights_json_changes(tmp_path, monkeypatch):
+    """The catalogue is cached, but never stale: retraining rewrites the JSON it reads."""
+    import json
+    import shutil
+
+    from scaleinv_utils.models import demo_models
+    shipped = demo_models.demo_weights_dir() / M.WEIGHTS_JSON
+    shutil.copy(shipped, tmp_path / M.WEIGHTS_JSON)
+    monkeypatch.setattr(demo_models, "demo_weights_dir", lambda: tmp_path)
+    before = M.model_info("demo-clip-8k-s1")
+    assert M.model_info("demo-clip-8k-s1") is before           # cached: no re-read
+    meta = json.loads((tmp_path / M.WEIGHTS_JSON).read_text())
+    assert before.samples_seen == meta["models"]["demo-clip-8k-s1"]["samples_seen"] != 123
+    meta["models"]["demo-clip-8k-s1"]["samples_seen"] = 123
+    (tmp_path / M.WEIGHTS_JSON).write_text(json.dumps(meta) + " ")   # new size and mtime
+    assert M.model_info("demo-clip-8k-s1").samples_seen == 123
+    (tmp_path / M.WEIGHTS_JSON).unlink()
+    assert M.model_info("demo-clip-8k-s1").samples_seen is None     # no JSON: no training record
+
+
 def test_quickgelu_weights_load_into_quickgelu_models():
     """open_clip marks weights trained with QuickGELU; the plain model names would run GELU."""
     open_clip = pytest.importorskip("open_clip")

@@ -194,15 +194,28 @@ def _demo_info(name, record=None):
         description=desc)
 
 
+#: The catalogue built from the weights JSON, with the JSON's (path, mtime, size) it was built from.
+_CATALOGUE_CACHE = {}
+
+
 def _catalogue():
-    from .demo_models import read_weights_json
-    meta = read_weights_json() or {}
-    records = meta.get("models", {})
-    entries = {name: _demo_info(name, records.get(name)) for name in zoo.names()}
-    entries[_MINILM.name] = _MINILM
-    for info in _PRETRAINED:
-        entries[info.name] = info
-    return entries
+    """{name: ModelInfo}; rebuilt only when the zoo's weights JSON changes (training rewrites it)."""
+    from .demo_models import WEIGHTS_JSON, demo_weights_dir, read_weights_json
+    path = demo_weights_dir() / WEIGHTS_JSON
+    try:
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        key = (str(path), None, None)
+    if _CATALOGUE_CACHE.get("key") != key:
+        meta = read_weights_json() or {}
+        records = meta.get("models", {})
+        entries = {name: _demo_info(name, records.get(name)) for name in zoo.names()}
+        entries[_MINILM.name] = _MINILM
+        for info in _PRETRAINED:
+            entries[info.name] = info
+        _CATALOGUE_CACHE.update(key=key, entries=entries)
+    return dict(_CATALOGUE_CACHE["entries"])
 
 
 def resolve_name(name):
