@@ -270,9 +270,10 @@ def synthetic_layouts(tmp_path_factory):
     fig.savefig(site / "stamp.png")
     plt.close(fig)
     (site / "scaleinv.css").write_text((ROOT / "book" / "_static" / "scaleinv.css").read_text())
-    columns = [f"a_rather_long_column_name_{i}" for i in range(24)]
+    # Headers without a break opportunity; values of numbers and words (never split).
+    columns = [f"a_rather_long_column_name_{i}" for i in range(16)]
     cells = dict(header="".join(f"<th>{c}</th>" for c in columns),
-                 row="".join(f"<td>{i * 1.2345:.4f}_and_some_words</td>" for i in range(24)))
+                 row="".join(f"<td>{i * 1.2345:.4f} and words</td>" for i in range(16)))
     (site / "plain.html").write_text(SYNTHETIC_PAGE.format(
         css="<style>th, td { white-space: nowrap; }</style>", **cells))
     (site / "styled.html").write_text(SYNTHETIC_PAGE.format(
