@@ -46,16 +46,19 @@ ALLOWED_CONSOLE_ERRORS = [
 ]
 
 
-# Sizes of what the chapters' cells show, read off the laid-out page (1280 x 900 window).
+# Sizes of what the chapters' cells show, read off the laid-out page (1280 x 900 window),
+# with every dropdown open (exercise solutions, hidden cells), as a reader who opens it sees it.
 LAYOUT_FACTS = r"""
+document.querySelectorAll('details').forEach(d => { d.open = true; });
+document.querySelectorAll('.toggle-hidden').forEach(el => el.classList.remove('toggle-hidden'));
+document.querySelectorAll('.toggle-details__container').forEach(el => { el.style.display = ''; });
 const body = document.querySelector('article.bd-article') || document.querySelector('main')
              || document.body;
 const style = getComputedStyle(body);
 const bodyWidth = body.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
 const where = el => {
-  const cell = el.closest('.cell');
-  const heading = cell && [...document.querySelectorAll('h1, h2, h3')]
-    .filter(h => h.compareDocumentPosition(cell) & Node.DOCUMENT_POSITION_FOLLOWING).pop();
+  const heading = [...document.querySelectorAll('h1, h2, h3')]
+    .filter(h => h.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING).pop();
   return (heading ? heading.textContent.replace('#', '').trim() : '?').slice(0, 60);
 };
 return {
@@ -64,9 +67,24 @@ return {
     where: where(t), width: t.getBoundingClientRect().width,
     header: Array.from(t.querySelectorAll('th')).slice(0, 8).map(th => th.textContent.trim())})),
   figures: Array.from(body.querySelectorAll('.cell_output img')).map(img => ({
-    where: where(img), src: img.src.split('/').pop(), width: img.getBoundingClientRect().width})),
+    where: where(img), src: img.src.split('/').pop(), width: img.getBoundingClientRect().width,
+    naturalWidth: img.naturalWidth})),
 };
 """
+
+
+def small_figures(facts):
+    """The figures of one page shown narrower than half its body (a hidden one is 0 px)."""
+    return [f"({img['where']}): {img['src']} {img['width']:.0f} px in a "
+            f"{facts['bodyWidth']:.0f} px body" for img in facts["figures"]
+            if img["width"] < 0.5 * facts["bodyWidth"]]
+
+
+def wide_tables(facts):
+    """The tables of one page wider than its body (clipped or scrolled)."""
+    return [f"({t['where']}): table {t['width']:.0f} px wide in a {facts['bodyWidth']:.0f} px "
+            f"body, columns {t['header']}" for t in facts["tables"]
+            if t["width"] > facts["bodyWidth"] + 1]
 
 
 def _allowed(message):
@@ -207,22 +225,79 @@ def _chapters(crawl):
 def test_every_table_fits_the_page_body(crawl):
     chapters = _chapters(crawl)
     assert any(facts["tables"] for facts in chapters.values()), "no chapter shows a table"
-    wide = [f"{page} ({t['where']}): table "
-            f"{t['width']:.0f} px wide in a {facts['bodyWidth']:.0f} px body, columns {t['header']}"
-            for page, facts in chapters.items() for t in facts["tables"]
-            if t["width"] > facts["bodyWidth"] + 1]
+    wide = [f"{page} {line}" for page, facts in chapters.items() for line in wide_tables(facts)]
     assert not wide, "tables wider than the page (clipped):\n" + "\n".join(wide)
 
 
-@pytest.mark.xfail(reason="the layout crawl finds no '.cell_output img' on any page of the full "
-                          "book (it was only verified on a one-page test book); to be fixed: issue 19",
-                   strict=False)
 def test_every_figure_is_at_least_half_the_body_width(crawl):
     chapters = _chapters(crawl)
-    assert all(facts["figures"] for facts in chapters.values()), \
-        [page for page, facts in chapters.items() if not facts["figures"]]
-    small = [f"{page} ({img['where']}): {img['src']} {img['width']:.0f} px in a "
-             f"{facts['bodyWidth']:.0f} px body"
-             for page, facts in chapters.items() for img in facts["figures"]
-             if img["width"] < 0.5 * facts["bodyWidth"]]
+    without = [page for page, facts in chapters.items() if not facts["figures"]]
+    assert not without, f"chapters that show no figure of a cell: {without}"
+    small = [f"{page} {line}" for page, facts in chapters.items() for line in small_figures(facts)]
     assert not small, "figures shown smaller than half the page body:\n" + "\n".join(small)
+
+
+# The two layout checks on a made-up page with the book's markup (myst-nb's cell containers
+# in the theme's article): they find a postage stamp and a clipped table, and the book's CSS
+# (book/_static/scaleinv.css) makes the same figure and table pass.
+SYNTHETIC_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8">{css}</head><body>
+<main><article class="bd-article"><section><h1>A chapter</h1>
+<h2>A figure</h2>
+<div class="cell docutils container"><div class="cell_output docutils container">
+<img alt="stamp" src="stamp.png" /></div></div>
+<details><summary>Solution</summary><h2>A solution's figure</h2>
+<div class="cell docutils container"><div class="cell_output docutils container">
+<img alt="stamp" src="stamp.png" /></div></div></details>
+<h2>A table</h2>
+<div class="cell docutils container"><div class="cell_output docutils container">
+<div class="output text_html"><table class="dataframe"><thead><tr>{header}</tr></thead>
+<tbody><tr>{row}</tr></tbody></table></div></div></div>
+</section></article></main></body></html>"""
+
+
+@pytest.fixture(scope="module")
+def synthetic_layouts(tmp_path_factory):
+    """The layout facts of the made-up page without and with the book's CSS."""
+    missing = browser.missing_browser()
+    if missing:
+        if os.environ.get("SCALEINV_REQUIRE_BROWSER"):
+            pytest.fail(f"{missing}: run tests/tools/install_browser.sh .venv/bin/python")
+        pytest.skip(f"{missing} (tests/tools/install_browser.sh installs them)")
+    import matplotlib.pyplot as plt
+
+    site = tmp_path_factory.mktemp("synthetic-book")
+    fig = plt.figure(figsize=(1.2, 0.8), dpi=100)  # 120 x 80 px: a postage stamp
+    fig.savefig(site / "stamp.png")
+    plt.close(fig)
+    (site / "scaleinv.css").write_text((ROOT / "book" / "_static" / "scaleinv.css").read_text())
+    # Headers without a break opportunity; values of numbers and words (never split).
+    columns = [f"a_rather_long_column_name_{i}" for i in range(16)]
+    cells = dict(header="".join(f"<th>{c}</th>" for c in columns),
+                 row="".join(f"<td>{i * 1.2345:.4f} and words</td>" for i in range(16)))
+    (site / "plain.html").write_text(SYNTHETIC_PAGE.format(
+        css="<style>th, td { white-space: nowrap; }</style>", **cells))
+    (site / "styled.html").write_text(SYNTHETIC_PAGE.format(
+        css='<style>th, td { white-space: nowrap; }</style>'
+            '<link rel="stylesheet" href="scaleinv.css">', **cells))
+    with browser.serve(site) as base, browser.chromium() as driver:
+        return {name: {**browser.visit(driver, base + f"{name}.html"),
+                       **driver.execute_script(LAYOUT_FACTS)} for name in ("plain", "styled")}
+
+
+def test_figure_check_finds_a_postage_stamp(synthetic_layouts):
+    plain = synthetic_layouts["plain"]
+    assert [img["naturalWidth"] for img in plain["figures"]] == [120, 120]
+    small = small_figures(plain)
+    assert len(small) == 2 and "A solution's figure" in small[1], small
+
+
+def test_table_check_finds_a_clipped_table(synthetic_layouts):
+    plain = synthetic_layouts["plain"]
+    assert plain["tables"] and plain["tables"][0]["width"] > plain["bodyWidth"]
+    assert len(wide_tables(plain)) == 1
+
+
+def test_the_book_css_makes_the_same_figure_and_table_fit(synthetic_layouts):
+    styled = synthetic_layouts["styled"]
+    assert small_figures(styled) == [] and wide_tables(styled) == []
+    assert all(img["width"] >= 0.5 * styled["bodyWidth"] for img in styled["figures"])

@@ -84,6 +84,37 @@ def test_the_build_executed_every_chapter():
     assert chapters <= {p.stem for p in executed_notebooks()}, "some chapters were not executed"
 
 
+# A code cell that draws a figure (the chapters draw with pyplot and with scaleinv_utils.plotting).
+DRAWS = re.compile(r"\bplt\.(?:subplots|figure|subplot_mosaic)\(|\bplot_\w+\(")
+PNG = "image/png"
+
+
+def figureless_drawing_cells(cells):
+    """Indices of the code cells that draw a figure and show none (no image output)."""
+    return [i for i, cell in enumerate(cells)
+            if cell.get("cell_type") == "code" and DRAWS.search("".join(cell.get("source", "")))
+            and not any(PNG in output.get("data", {}) for output in cell.get("outputs", []))
+            and not any(output.get("output_type") == "error" for output in cell.get("outputs", []))]
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("chapter", sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_executed_chapter_shows_its_figures(chapter):
+    """Every cell that draws shows its figure (a kernel left on Agg shows none: the book
+    then had no figure at all, and no other check noticed)."""
+    path = EXECUTED / "notebooks" / f"{chapter}.ipynb"
+    if not path.exists():
+        if os.environ.get("SCALEINV_REQUIRE_BOOK"):
+            pytest.fail(f"{path} missing: run `make book`")
+        pytest.skip("book not built (run `make book`)")
+    cells = json.loads(path.read_text())["cells"]
+    figures = sum(PNG in output.get("data", {}) for cell in cells for output in cell.get("outputs", []))
+    missing = figureless_drawing_cells(cells)
+    assert figures and not missing, (
+        f"{chapter}: {figures} figure(s) shown; cells that draw but show none: {missing} "
+        f"(was the kernel's matplotlib backend Agg? book/_ext/scaleinv_book.py sets it inline)")
+
+
 @pytest.mark.book
 @pytest.mark.parametrize("chapter", sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")))
 def test_executed_chapter_shows_no_stray_output(chapter):
@@ -132,6 +163,20 @@ DIRTY = [
 ]
 
 
+def _png(cell_source, with_image):
+    outputs = [{"output_type": "display_data", "metadata": {},
+                "data": {PNG: "iVBOR", "text/plain": "<Figure>"}}] if with_image else []
+    return {"cell_type": "code", "source": cell_source, "outputs": outputs}
+
+
+def test_figure_scanner_finds_a_drawing_cell_without_its_figure():
+    cells = [_png("fig, ax = plt.subplots(1, 2)\nax[0].plot(x)", True),
+             _png("fig = su.plot_profile(ks, values)", False),
+             _png("fig, ax = plt.subplots()", False),
+             _png("print(table)", False)]
+    assert figureless_drawing_cells(cells) == [1, 2]
+
+
 def test_scanner_passes_clean_outputs():
     assert problems([{"cell_type": "code", "outputs": CLEAN}]) == []
 
@@ -169,14 +214,43 @@ def test_the_book_build_switches_progress_bars_off(monkeypatch):
     import scaleinv_book
 
     from scaleinv_utils import _progress
-    monkeypatch.delenv(_progress.PROGRESS_ENV, raising=False)
-
-    class App:
-        def connect(self, *args, **kwargs):
-            pass
-
-    scaleinv_book.setup(App())
+    for name in (_progress.PROGRESS_ENV, "MATPLOTLIBRC", "MPLBACKEND"):  # restored afterwards
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    scaleinv_book.setup(_App())
     assert not _progress.progress_enabled()
+
+
+class _App:
+    def connect(self, *args, **kwargs):
+        pass
+
+
+def _figure_outputs():
+    """The output types of a one-cell notebook that draws a line, run in a fresh kernel that
+    inherits this process's environment (as the book build's kernels do)."""
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([0, 1])\nplt.show()")])
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    return [mime for output in nb.cells[0].outputs for mime in output.get("data", {})]
+
+
+@pytest.mark.slow
+def test_the_book_build_shows_figures_under_agg(monkeypatch):
+    """Under MPLBACKEND=Agg (.ci/run sets it) a kernel shows no figure (the negative control);
+    after the book extension's setup the same cell shows its PNG."""
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import scaleinv_book
+    pytest.importorskip("nbclient")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("MATPLOTLIBRC", str(ROOT / "book" / "_ext" / "matplotlibrc"))
+    monkeypatch.setenv("SCALEINV_PROGRESS", "0")
+    assert PNG not in _figure_outputs()
+    scaleinv_book.setup(_App())
+    assert os.environ["MPLBACKEND"] == scaleinv_book.INLINE_BACKEND
+    assert PNG in _figure_outputs()
 
 
 def test_importing_the_package_imports_tqdm_auto_quietly():

@@ -8,6 +8,10 @@
   a reader running a chapter in Jupyter or on Colab still sees them.
 - Figures are drawn at 150 dpi (book/_ext/matplotlibrc, through ``MATPLOTLIBRC``), so that
   none is a postage stamp on the page.
+- Figures are shown at all: the kernels that execute the chapters use matplotlib's inline
+  backend even when the build runs with ``MPLBACKEND=Agg`` (as .ci/run and headless shells
+  set it). ipykernel selects the inline backend only when MPLBACKEND is unset, so an
+  inherited ``Agg`` made every ``plt.show()`` draw nothing and the book had no figures.
 - Bibliography labels read "Dupré la Tour et al. 2022" instead of BibTeX's alpha labels
   ("DupreITENEG22"): a pybtex style, "authoryear", registered for sphinxcontrib-bibtex.
 """
@@ -23,6 +27,8 @@ from pybtex.style.formatting.unsrt import Style as UnsrtStyle
 from pybtex.style.labels import BaseLabelStyle
 
 CHAPTER = re.compile(r"^notebooks/(\d+)_")
+# What ipykernel itself selects when MPLBACKEND is unset: figures become image/png outputs.
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
 def chapter_number(docname):
@@ -82,6 +88,7 @@ class AuthorYearStyle(UnsrtStyle):
 def setup(app):
     os.environ.setdefault("SCALEINV_PROGRESS", "0")
     os.environ.setdefault("MATPLOTLIBRC", str(Path(__file__).with_name("matplotlibrc")))
+    os.environ["MPLBACKEND"] = INLINE_BACKEND  # not setdefault: an inherited Agg hides figures
     register_plugin("pybtex.style.labels", "authoryear", AuthorYearLabelStyle)
     register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
     # After Sphinx's own numbering (TocTreeCollector, priority 500).
