@@ -199,11 +199,44 @@ def check_dimension(args, torch, dev):
     b = dm.id_profile(X, ks, random_state=0, device=dev)
     diff = max(float(np.max(np.abs(a[e] - b[e]))) for e in a.estimators)
     record("id_profile device vs CPU", "PASS" if diff < 1e-8 else "FAIL",
-           f"max |difference| over estimators and scales {diff:.2e} (local PCA runs on the CPU either way)")
+           f"max |difference| over estimators and scales {diff:.2e} (local PCA: Gram matrices on the "
+           f"device, eigenvalues on the CPU)")
     for fn in (dm.gride, dm.twonn, dm.mle):
         v_cpu, v_dev = fn(X, 5, device="cpu").dimension, fn(X, 5, device=dev).dimension
         record(f"{fn.__name__} device vs CPU", "PASS" if abs(v_cpu - v_dev) < 1e-8 else "FAIL",
                f"{v_dev:.6f} vs {v_cpu:.6f}")
+
+
+def check_similarity(args, torch, dev):
+    from scaleinv_utils import similarity as sim
+
+    rng = np.random.default_rng(3)
+    n = 300 if QUICK else 3000
+    Z = rng.normal(size=(n, 6))
+    X = Z @ rng.normal(size=(6, 64)) + 0.5 * rng.normal(size=(n, 64))
+    q = 50 if QUICK else 5000   # a voxel side: linear CKA's Y^T Y is the GPU's case
+    Y = Z @ rng.normal(size=(6, q)) + 0.5 * rng.normal(size=(n, q))
+    ks = [5, 10, 20, 40]
+    with Timer(torch, "cpu") as t_cpu:
+        ref = sim.knn_overlap(X, Y, ks)
+    with Timer(torch, dev) as t_dev:
+        got = sim.knn_overlap(X, Y, ks, device=dev)
+    same = bool(np.allclose(got, ref, rtol=1e-12))
+    record("knn_overlap device vs CPU", "PASS" if same else "FAIL",
+           f"equal: {same}; {t_dev.s:.2f} s vs CPU {t_cpu.s:.2f} s")
+    for unbiased in (False, True):
+        with Timer(torch, "cpu") as t_cpu:
+            ref = sim.linear_cka(X, Y, unbiased=unbiased)
+        with Timer(torch, dev) as t_dev:
+            got = sim.linear_cka(X, Y, unbiased=unbiased, device=dev)
+        ok = abs(got - ref) <= 1e-10 * abs(ref)
+        record(f"linear_cka{' unbiased' if unbiased else ''} device vs CPU", "PASS" if ok else "FAIL",
+               f"{got:.12f} vs {ref:.12f}; {t_dev.s:.2f} s vs CPU {t_cpu.s:.2f} s")
+    a = sim.cross_scale_similarity(X, [5, 20], n_anchors=min(n, 500), n_null=1, random_state=0)
+    b = sim.cross_scale_similarity(X, [5, 20], n_anchors=min(n, 500), n_null=1, random_state=0, device=dev)
+    ok = abs(a.score - b.score) < 1e-12 and np.allclose(a.null_scores, b.null_scores, rtol=1e-12)
+    record("cross_scale_similarity device vs CPU", "PASS" if ok else "FAIL",
+           f"score {b.score:.6f} vs {a.score:.6f}, null {b.null_scores} vs {a.null_scores}")
 
 
 def _rel(a, b):
@@ -428,7 +461,7 @@ def main(argv=None):
     ap.add_argument("--repo", default=".", help="a checkout of the book (for --chapters)")
     ap.add_argument("--workdir", default=None, help="data cache for this run (default: a fresh temp dir)")
     ap.add_argument("--only", nargs="*", default=None,
-                    help="subset of: env neighbors dimension features big encoding chapters")
+                    help="subset of: env neighbors dimension similarity features big encoding chapters")
     ap.add_argument("--out", default="gpu_check_report.json")
     args = ap.parse_args(argv)
 
@@ -453,6 +486,7 @@ def main(argv=None):
     plan = [("env", lambda: check_environment(args, torch)),
             ("neighbors", lambda: check_neighbors(args, torch, dev)),
             ("dimension", lambda: check_dimension(args, torch, dev)),
+            ("similarity", lambda: check_similarity(args, torch, dev)),
             ("features", lambda: check_features(args, torch, dev)),
             ("big", lambda: check_big_models(args, torch, dev) if args.pretrained else None),
             ("encoding", lambda: check_encoding(args, torch, dev)),

@@ -190,6 +190,8 @@ def scale_invariance(X, ks=None, *, estimator="gride", stability="cv", n_anchors
         Surrogates per score (0: raw scores only, the null keys are NaN).
     random_state : int or None
     device : {None, "cpu", "cuda"}
+        Where the neighbour queries (ID profiles, coarse-graining) and local
+        PCA's Gram matrices run; None is the CPU.
 
     Returns
     -------
@@ -219,7 +221,7 @@ def scale_invariance(X, ks=None, *, estimator="gride", stability="cv", n_anchors
                              device=device)
         ks_used, ids = profile.ks, profile.ids[estimator]
     css = cross_scale_similarity(X, ks=ks_used, n_anchors=min(n_anchors, n), n_null=n_null,
-                                 random_state=random_state)
+                                 random_state=random_state, device=device)
     return {"ks": ks_used, "id_profile": ids, "mean_id": float(np.mean(ids)),
             "id_cv": float(dimensional_stability(ids, ks_used, method=stability)),
             "id_cv_null": float(stab.null_mean) if n_null else np.nan,
@@ -319,7 +321,7 @@ _INVARIANCE_COLUMNS = ("mean_id", "id_cv", "id_cv_null", "id_cv_calibrated", "cr
 
 def alignment_table(representations, subj, *, brain_networks=("early visual", "mid-level", "category"),
                     networks=None, ks=None, estimator="gride", metadata=None, n_null=5,
-                    n_permutations=200, random_state=0, progress=True):
+                    n_permutations=200, random_state=0, progress=True, device=None):
     """Paper A's table: per representation, scale invariance, profile similarity to the brain, alignment.
 
     All measures use the same stimuli: the subject's images
@@ -349,6 +351,11 @@ def alignment_table(representations, subj, *, brain_networks=("early visual", "m
         Stimulus shuffles of the calibrated CKA (:func:`brain_alignment`).
     random_state : int or None
     progress : bool
+    device : {None, "cpu", "cuda"}
+        Device of the scale-invariance measures (:func:`scale_invariance`, the
+        main cost); None is the CPU. The alignment columns do not take it: the
+        encoding model picks its himalaya backend itself, and the CKA shuffle
+        null works on test-image Gram matrices small enough for the CPU.
 
     Returns
     -------
@@ -374,7 +381,7 @@ def alignment_table(representations, subj, *, brain_networks=("early visual", "m
         raise ValueError(f"brain_networks {list(brain_networks)} match no voxel; networks are "
                          f"{sorted(set(subj.voxels.network))}.")
     brain = scale_invariance(subj.betas[:, sel], ks, estimator=estimator, n_null=n_null,
-                             random_state=random_state)
+                             random_state=random_state, device=device)
     rows, profiles = {}, {}
     for name, X in tqdm(representations.items(), disable=not progress, desc="representations"):
         X = check_array(X, f"representations[{name!r}]")
@@ -382,7 +389,7 @@ def alignment_table(representations, subj, *, brain_networks=("early visual", "m
             raise ValueError(f"representations[{name!r}] has {X.shape[0]} rows; it needs one per "
                              f"stimulus of the subset (the subject uses rows up to {np.max(subj.image_index)}).")
         inv = scale_invariance(X[subj.image_index], brain["ks"], estimator=estimator,
-                               n_null=n_null, random_state=random_state)
+                               n_null=n_null, random_state=random_state, device=device)
         profiles[name] = inv["id_profile"]
         row = {k: inv[k] for k in _INVARIANCE_COLUMNS}
         row["profile_similarity"] = float(compare_profiles(inv["id_profile"], brain["id_profile"]))
@@ -748,7 +755,7 @@ def across_models_table(table, xs, ys, *, directions=None, covariates=("mean_id"
 # the companion claim (Yu et al. 2026): local vs global dimension
 
 def local_global_dimension(X, ks=None, *, n_local=3, profile=None, estimator="gride",
-                           random_state=None):
+                           random_state=None, device=None):
     """A representation's *local* intrinsic dimension and a *global* dimension measure.
 
     Local ID: the mean ID over the ``n_local`` smallest scales of the ID
@@ -770,6 +777,8 @@ def local_global_dimension(X, ks=None, *, n_local=3, profile=None, estimator="gr
         attrs), ordered by increasing scale.
     estimator : str
     random_state : int or None
+    device : {None, "cpu", "cuda"}
+        Device of the ID profile (see :func:`scaleinv_utils.dimension.id_profile`).
 
     Returns
     -------
@@ -785,7 +794,8 @@ def local_global_dimension(X, ks=None, *, n_local=3, profile=None, estimator="gr
 
     X = check_array(X, "X", min_samples=10)
     if profile is None:
-        profile = id_profile(X, ks, estimators=(estimator,), random_state=random_state).ids[estimator]
+        profile = id_profile(X, ks, estimators=(estimator,), random_state=random_state,
+                             device=device).ids[estimator]
     profile = np.asarray(profile, dtype=float)
     if not 1 <= int(n_local) <= profile.size:
         raise ValueError(f"n_local must be between 1 and the {profile.size} scales of the profile, "

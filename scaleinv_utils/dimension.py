@@ -554,7 +554,7 @@ def mle(X=None, k=10, *, graph=None, average="mackay", unbiased=False, n_bootstr
 
 # --------------------------------------------------------------------------- local PCA
 
-def _lpca_all(X, indices, ks, fraction, centers, need_eig, max_bytes=2e8):
+def _lpca_all(X, indices, ks, fraction, centers, need_eig, max_bytes=2e8, device=None):
     """Local PCA at every scale for the given centres.
 
     For a centre, the neighbourhoods at the scales are nested (the first k of
@@ -562,6 +562,15 @@ def _lpca_all(X, indices, ks, fraction, centers, need_eig, max_bytes=2e8):
     every scale: its leading k x k block, double-centred, has the nonzero
     eigenvalues of the k-point local covariance (times k). The Gram is
     k x k instead of D x D, which is the cheaper side whenever k < D.
+
+    With a ``device`` other than the CPU, the gather of the neighbourhoods and
+    the Gram products (the n_centers * k^2 * D part, in float64) run there and
+    only the k x k Gram blocks come back. The eigenvalues stay on the CPU:
+    torch's CUDA ``eigh`` sends a stack of matrices larger than 32 x 32 to a
+    loop of one cuSOLVER call per matrix (its batched path is gated to
+    n <= 32; pytorch/pytorch's report of that cliff measured about 4.7 ms per
+    128 x 128 float64 matrix on an RTX 4080 with torch 2.10), slower than
+    LAPACK on two CPU cores; the participation ratio needs no eigenvalues.
 
     Returns
     -------
@@ -577,17 +586,27 @@ def _lpca_all(X, indices, ks, fraction, centers, need_eig, max_bytes=2e8):
     n_frac = np.empty((n_c, ks.size)) if need_eig else None
     chunk = max(1, int(max_bytes // (8 * k_top * max(n_features, k_top))))
     X = np.ascontiguousarray(X, dtype=np.float64)
+    on_device = device is not None and str(device) != "cpu"
+    if on_device:
+        Xd = torch.as_tensor(X, device=device)
+        ind_d = torch.as_tensor(np.ascontiguousarray(indices[:, :k_top]), device=device)
     # LAPACK is single-threaded on small matrices; two halves of each batch run in parallel.
     n_workers = min(2, os.cpu_count() or 1) if need_eig else 1
     with ThreadPoolExecutor(n_workers) as pool:
         for start in range(0, n_c, chunk):
             c = centers[start:start + chunk]
             # Differences to the centre point: translation drops out and cancellation is small.
-            Y = np.take(X, indices[c, :k_top], axis=0)  # 2x faster than torch's indexing here
-            Y -= X[c][:, None, :]
-            Yt = torch.from_numpy(Y)
-            G = torch.bmm(Yt, Yt.transpose(1, 2)).numpy()  # 2x faster than numpy's stacked matmul
-            del Y, Yt
+            if on_device:
+                c_d = torch.as_tensor(c, device=device)
+                Yt = Xd[ind_d[c_d]] - Xd[c_d][:, None, :]
+                G = torch.bmm(Yt, Yt.transpose(1, 2)).cpu().numpy()
+                del Yt
+            else:
+                Y = np.take(X, indices[c, :k_top], axis=0)  # 2x faster than torch's indexing here
+                Y -= X[c][:, None, :]
+                Yt = torch.from_numpy(Y)
+                G = torch.bmm(Yt, Yt.transpose(1, 2)).numpy()  # 2x faster than numpy's stacked matmul
+                del Y, Yt
             # BLAS threads only slow LAPACK down on a stack of small matrices; the limit is
             # process-wide, so it is set here, around the workers, never inside them.
             with threadpool_limits(1, user_api="blas") if need_eig else nullcontext():
@@ -678,8 +697,12 @@ def local_pca(X, k=20, *, fraction=0.9, method="fraction", graph=None, n_centers
     n_centers : int or None
         Evaluate at this many random points only (None: every point). The cost
         grows as n_centers * k^2 * n_features.
-    n_bootstrap, confidence, random_state, device
+    n_bootstrap, confidence, random_state
         As in :func:`gride`; random_state also picks the centres.
+    device : {None, "cpu", "cuda"}
+        Device of the neighbour search and of the neighbourhood Gram matrices
+        (the n_centers * k^2 * n_features part, float64); the eigenvalues of
+        ``method="fraction"`` are computed on the CPU (see ``_lpca_all``).
 
     Returns
     -------
@@ -701,7 +724,8 @@ def local_pca(X, k=20, *, fraction=0.9, method="fraction", graph=None, n_centers
     X, graph, _ = _prepare(X, k, graph, device)
     rng = check_random_state(random_state)
     centers = _pick_centers(X.shape[0], n_centers, rng)
-    n_frac, pr = _lpca_all(X, graph.indices, np.array([k]), fraction, centers, method == "fraction")
+    n_frac, pr = _lpca_all(X, graph.indices, np.array([k]), fraction, centers, method == "fraction",
+                           device=device)
     pw = (n_frac if method == "fraction" else pr)[:, 0]
     ci = None
     if n_bootstrap:
@@ -773,7 +797,9 @@ def id_profile(X, ks=None, estimators=("gride", "twonn", "mle", "lpca", "lpca_pr
     random_state : int, numpy Generator or None
         Seeds the centres and the bootstrap.
     device : {None, "cpu", "cuda"}
-        Device of the neighbour search.
+        Device of the neighbour search and of local PCA's neighbourhood Gram
+        matrices (None: the CPU); every other step is cheap and runs on the
+        CPU. The result equals the CPU's up to the rounding of the products.
 
     Returns
     -------
@@ -860,7 +886,7 @@ def id_profile(X, ks=None, estimators=("gride", "twonn", "mle", "lpca", "lpca_pr
     n_used, stderr = None, {}
     if want_lpca:
         pointwise = _lpca_sampled(X, graph.indices, ks, fraction, want_lpca, lpca_centers,
-                                  lpca_rtol, rng)
+                                  lpca_rtol, rng, device=device)
         n_used = np.array([pointwise[want_lpca[0]][s].size for s in range(ks.size)])
         for name in want_lpca:
             pws = pointwise[name]
@@ -897,7 +923,7 @@ def _standard_error(pointwise, n_population):
     return float(pointwise.std(ddof=1) * np.sqrt((1 - m / n_population) / m))
 
 
-def _lpca_sampled(X, indices, ks, fraction, names, max_centers, rtol, rng):
+def _lpca_sampled(X, indices, ks, fraction, names, max_centers, rtol, rng, device=None):
     """Pointwise local PCA per scale, with as many centres as each scale needs.
 
     Two stages (Stein's design): a first round of centres gives each scale's
@@ -920,12 +946,12 @@ def _lpca_sampled(X, indices, ks, fraction, names, max_centers, rtol, rng):
     need_eig = "lpca" in names
     if max_centers is None or max_centers >= n or rtol == 0:
         centers = _pick_centers(n, max_centers, rng)
-        n_frac, pr = _lpca_all(X, indices, ks, fraction, centers, need_eig)
+        n_frac, pr = _lpca_all(X, indices, ks, fraction, centers, need_eig, device=device)
         values = {"lpca": n_frac, "lpca_pr": pr}
         return {name: [values[name][:, s] for s in range(ks.size)] for name in names}
     order = rng.choice(n, size=int(max_centers), replace=False)
     first = order[:min(_LPCA_FIRST_ROUND, order.size)]
-    n_frac, pr = _lpca_all(X, indices, ks, fraction, first, need_eig)
+    n_frac, pr = _lpca_all(X, indices, ks, fraction, first, need_eig, device=device)
     values = {"lpca": n_frac, "lpca_pr": pr}
     parts = {name: [[values[name][:, s]] for s in range(ks.size)] for name in names}
     # Centres each scale needs: (sd / (rtol * mean))^2, from the first round only.
@@ -939,7 +965,7 @@ def _lpca_sampled(X, indices, ks, fraction, names, max_centers, rtol, rng):
     while np.any(need > done):
         centers = order[done:done + batch]
         active = np.flatnonzero(need > done)
-        n_frac, pr = _lpca_all(X, indices, ks[active], fraction, centers, need_eig)
+        n_frac, pr = _lpca_all(X, indices, ks[active], fraction, centers, need_eig, device=device)
         values = {"lpca": n_frac, "lpca_pr": pr}
         for j, s in enumerate(active):
             for name in names:

@@ -20,6 +20,11 @@ Raw scores have chance levels that depend on n_samples, k and dimension;
 :func:`permutation_test` gives the null of shuffled stimulus labels and a
 calibrated score, :func:`bootstrap_ci` an interval, :func:`compare_profiles`
 says how alike two profiles are (a model's and the brain's).
+
+Functions whose cost a GPU removes take ``device``: every kNN measure (the
+neighbour queries are their whole cost) and linear CKA (feature products).
+The n x n measures (:func:`rdm`, :func:`rsa`, :func:`hsic`, :func:`rbf_cka`)
+are meant for at most a few thousand stimuli and stay in NumPy.
 """
 from __future__ import annotations
 
@@ -272,7 +277,21 @@ def _linear_hsic_features(X, Y, unbiased):
     return float(value / (n * (n - 3)))
 
 
-def linear_cka(X, Y, unbiased=False):
+def _linear_hsic_features_torch(X, Y, unbiased):
+    """:func:`_linear_hsic_features` for float64 torch tensors on any device."""
+    n = X.shape[0]
+    if not unbiased:
+        Xc, Yc = X - X.mean(dim=0), Y - Y.mean(dim=0)
+        return float(((Xc.T @ Yc) ** 2).sum()) / (n - 1) ** 2
+    kd, ld = (X * X).sum(dim=1), (Y * Y).sum(dim=1)
+    tr = ((X.T @ Y) ** 2).sum() - kd @ ld
+    k1 = X @ X.sum(dim=0) - kd
+    l1 = Y @ Y.sum(dim=0) - ld
+    value = tr + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (k1 @ l1)
+    return float(value) / (n * (n - 3))
+
+
+def linear_cka(X, Y, unbiased=False, *, device=None):
     """Linear centred kernel alignment, computed in feature space.
 
     .. math:: \\mathrm{CKA}(X, Y) = \\frac{\\lVert Y_c^\\top X_c\\rVert_F^2}
@@ -293,6 +312,13 @@ def linear_cka(X, Y, unbiased=False):
         Use the unbiased HSIC estimator (Song et al. 2012) in numerator and
         denominator ("debiased CKA"); removes the upward bias of CKA for
         n_samples not much larger than the dimension.
+    device : {None, "cpu", "cuda"}
+        Where the feature products run (None: NumPy on the CPU). On a GPU they
+        run in float64 with torch: X^T Y, X^T X and Y^T Y cost about
+        2 n_samples (p^2 + p q + q^2) flops, tens of seconds on two CPU cores
+        for 10^4 stimuli and a voxel side of q ~ 10^4. X and Y are moved there
+        whole (n_samples (p + q) 8 bytes). The value equals the CPU's up to
+        rounding.
 
     Returns
     -------
@@ -306,9 +332,16 @@ def linear_cka(X, Y, unbiased=False):
         representation is constant.
     """
     X, Y = _check_pair(X, Y, min_samples=4 if unbiased else 2)
-    xy = _linear_hsic_features(X, Y, unbiased)
-    xx = _linear_hsic_features(X, X, unbiased)
-    yy = _linear_hsic_features(Y, Y, unbiased)
+    hsic_of = _linear_hsic_features
+    if device is not None and str(device) != "cpu":
+        import torch
+
+        X = torch.as_tensor(X, dtype=torch.float64, device=device)
+        Y = torch.as_tensor(Y, dtype=torch.float64, device=device)
+        hsic_of = _linear_hsic_features_torch
+    xy = hsic_of(X, Y, unbiased)
+    xx = hsic_of(X, X, unbiased)
+    yy = hsic_of(Y, Y, unbiased)
     if xx <= 0 or yy <= 0:
         raise ValueError("a representation has no variance across stimuli (or a non-positive "
                          "unbiased self-HSIC); CKA is undefined.")
@@ -416,7 +449,7 @@ def rbf_cka(X, Y, bandwidth=1.0, unbiased=False):
 # ---------------------------------------------------------------------------
 # neighbourhoods
 
-def _as_graph(X, k_max, name):
+def _as_graph(X, k_max, name, device=None):
     """A NeighborGraph for X (queried once) or X itself if it already is one."""
     if isinstance(X, NeighborGraph):
         if X.k_max < k_max:
@@ -430,7 +463,7 @@ def _as_graph(X, k_max, name):
                          f"is at distance 0 from every other, so its nearest neighbours are "
                          f"undefined (ties broken arbitrarily would give chance-level overlaps).")
     # Overlaps only count shared neighbours: float32 ranking is enough (see nearest_neighbors).
-    return nearest_neighbors(X, k_max, exact=False)
+    return nearest_neighbors(X, k_max, exact=False, device=device)
 
 
 def _validated_n(X, name):
@@ -481,7 +514,7 @@ def _shared_counts(ind_x, ind_y, ks, block_size=512):
     return out
 
 
-def knn_overlap(X, Y, ks, kind="fraction", per_sample=False):
+def knn_overlap(X, Y, ks, kind="fraction", per_sample=False, *, device=None):
     """Overlap of each stimulus's k nearest neighbours in two representations.
 
     For stimulus i with neighbour sets A = N_k^X(i) and B = N_k^Y(i):
@@ -501,6 +534,10 @@ def knn_overlap(X, Y, ks, kind="fraction", per_sample=False):
     kind : {"fraction", "jaccard"}
     per_sample : bool
         Return every stimulus's overlap instead of the mean.
+    device : {None, "cpu", "cuda"}
+        Where the neighbour queries run (None: the CPU); they are the whole
+        cost (an n_samples^2 x n_features product each). Counting the shared
+        neighbours is integer work on the CPU.
 
     Returns
     -------
@@ -518,7 +555,8 @@ def knn_overlap(X, Y, ks, kind="fraction", per_sample=False):
     n = check_consistent_samples(X=np.empty((_validated_n(X, "X"), 0)),
                                  Y=np.empty((_validated_n(Y, "Y"), 0)))
     ks_arr, scalar = _check_ks(ks, n)
-    gx, gy = _as_graph(X, int(ks_arr.max()), "X"), _as_graph(Y, int(ks_arr.max()), "Y")
+    gx = _as_graph(X, int(ks_arr.max()), "X", device)
+    gy = _as_graph(Y, int(ks_arr.max()), "Y", device)
     counts = _shared_counts(gx.indices, gy.indices, ks_arr).astype(np.float64)
     values = counts / ks_arr if kind == "fraction" else counts / (2 * ks_arr - counts)
     if not per_sample:
@@ -527,7 +565,7 @@ def knn_overlap(X, Y, ks, kind="fraction", per_sample=False):
     return values[:, 0] if scalar else values
 
 
-def mutual_knn_alignment(X, Y, k=10):
+def mutual_knn_alignment(X, Y, k=10, *, device=None):
     """Mutual-kNN alignment of Huh et al. (2024) at one scale k.
 
     The mean over stimuli of the fraction of the k nearest neighbours that the
@@ -539,13 +577,15 @@ def mutual_knn_alignment(X, Y, k=10):
     X : array-like of shape (n_samples, n_features_x) or NeighborGraph
     Y : array-like of shape (n_samples, n_features_y) or NeighborGraph
     k : int
+    device : {None, "cpu", "cuda"}
+        Where the neighbour queries run, as in :func:`knn_overlap`.
 
     Returns
     -------
     alignment : float
         1 for identical neighbourhoods, about k / (n_samples - 1) for unrelated ones.
     """
-    return knn_overlap(X, Y, int(k) if isinstance(k, (np.integer, int)) else k)
+    return knn_overlap(X, Y, int(k) if isinstance(k, (np.integer, int)) else k, device=device)
 
 
 def knn_chance(k, n_samples, kind="fraction"):
@@ -629,7 +669,7 @@ _PROFILE_MEASURES = ("mutual_knn", "jaccard", "rbf_cka")
 
 
 def similarity_profile(X, Y, ks=None, measures=("mutual_knn", "jaccard", "rbf_cka"),
-                       max_kernel_samples=2000, graphs=None, random_state=None):
+                       max_kernel_samples=2000, graphs=None, random_state=None, device=None):
     """Similarity of two representations over a shared grid of scales.
 
     kNN measures use one neighbour query per representation. RBF-CKA at scale
@@ -652,6 +692,10 @@ def similarity_profile(X, Y, ks=None, measures=("mutual_knn", "jaccard", "rbf_ck
         intrinsic-dimension profile) with k_max >= max(ks); skips the queries.
     random_state : int or None
         Chooses that subset.
+    device : {None, "cpu", "cuda"}
+        Where the two neighbour queries run (None: the CPU). RBF-CKA stays on
+        the CPU: its kernels are at most max_kernel_samples^2 and cost far
+        less than moving them would save.
 
     Returns
     -------
@@ -671,7 +715,8 @@ def similarity_profile(X, Y, ks=None, measures=("mutual_knn", "jaccard", "rbf_ck
     ks_arr = scale_grid(n) if ks is None else _check_ks(ks, n)[0]
     k_max = int(ks_arr.max())
     if graphs is None:
-        gx, gy = nearest_neighbors(X, k_max, exact=False), nearest_neighbors(Y, k_max, exact=False)
+        gx = nearest_neighbors(X, k_max, exact=False, device=device)
+        gy = nearest_neighbors(Y, k_max, exact=False, device=device)
     else:
         gx, gy = _as_graph(graphs[0], k_max, "graphs[0]"), _as_graph(graphs[1], k_max, "graphs[1]")
         if gx.n_samples != n or gy.n_samples != n:
@@ -741,7 +786,7 @@ def compare_profiles(profile_a, profile_b, method="pearson"):
 # ---------------------------------------------------------------------------
 # one representation across scales
 
-def coarse_grain(X, ks, samples=None, graph=None):
+def coarse_grain(X, ks, samples=None, graph=None, *, device=None):
     """Average each stimulus with its k nearest neighbours, at several k.
 
     x_i^(k) = (x_i + sum_{j in N_k(i)} x_j) / (k + 1): a block-averaging step
@@ -756,6 +801,9 @@ def coarse_grain(X, ks, samples=None, graph=None):
         None means all.
     graph : NeighborGraph or None
         Precomputed neighbours of X with k_max >= max(ks).
+    device : {None, "cpu", "cuda"}
+        Where the neighbour query runs when no graph is given (None: the CPU);
+        the averaging is a gather on the CPU.
 
     Returns
     -------
@@ -769,7 +817,7 @@ def coarse_grain(X, ks, samples=None, graph=None):
     X = check_array(X, "X", min_samples=2)
     ks_arr, _ = _check_ks(ks, X.shape[0])
     order = np.argsort(ks_arr, kind="stable")
-    g = _as_graph(X if graph is None else graph, int(ks_arr.max()), "graph")
+    g = _as_graph(X if graph is None else graph, int(ks_arr.max()), "graph", device)
     rows = np.arange(X.shape[0]) if samples is None else np.asarray(samples)
     ind = g.indices[rows]
     out = np.empty((ks_arr.size, rows.size, X.shape[1]))
@@ -848,13 +896,13 @@ class CrossScaleSimilarity:
     p_value: float = np.nan
 
 
-def _neighbourhood_similarity(X, ks_arr, samples, probe_k, include_raw):
+def _neighbourhood_similarity(X, ks_arr, samples, probe_k, include_raw, device=None):
     """The coarse-grained versions of X at the anchors and their shared-neighbour matrix."""
-    Xk = coarse_grain(X, ks_arr, samples=samples)
+    Xk = coarse_grain(X, ks_arr, samples=samples, device=device)
     if include_raw:
         Xk = np.concatenate([X[samples][None], Xk])
     n_scales = Xk.shape[0]
-    graphs = [nearest_neighbors(Z, probe_k) for Z in Xk]
+    graphs = [nearest_neighbors(Z, probe_k, device=device) for Z in Xk]
     nn_sim = np.eye(n_scales)
     for a in range(n_scales):
         for b in range(a + 1, n_scales):
@@ -868,7 +916,7 @@ def _off_diagonal_mean(M):
 
 
 def cross_scale_similarity(X, ks=None, n_anchors=1000, metric="euclidean", probe_k=10,
-                           include_raw=True, random_state=None, n_null=10):
+                           include_raw=True, random_state=None, n_null=10, device=None):
     """Similarity of a representation's structure with itself across scales, raw and calibrated.
 
     Comparing raw neighbourhoods of one representation at two scales is
@@ -931,6 +979,11 @@ def cross_scale_similarity(X, ks=None, n_anchors=1000, metric="euclidean", probe
         Covariance-matched Gaussian surrogates for the calibration (0: raw
         score only; the null fields are NaN). Each costs about one raw score
         without the RDMs; 10 gives a null mean to about null_sd / 3.
+    device : {None, "cpu", "cuda"}
+        Where the neighbour queries run (None: the CPU): the one over all
+        n_samples for coarse-graining (the main cost, repeated for every
+        surrogate) and those among the anchors. The RDM comparison, over at
+        most n_anchors^2 / 2 pairs, stays on the CPU.
 
     Returns
     -------
@@ -950,7 +1003,7 @@ def cross_scale_similarity(X, ks=None, n_anchors=1000, metric="euclidean", probe
     samples = (np.arange(n) if n <= n_anchors
                else np.sort(rng.choice(n, n_anchors, replace=False)))
     check_scale(probe_k, samples.size, "probe_k")
-    Xk, nn_sim = _neighbourhood_similarity(X, ks_arr, samples, probe_k, include_raw)
+    Xk, nn_sim = _neighbourhood_similarity(X, ks_arr, samples, probe_k, include_raw, device)
     if include_raw:
         ks_arr = np.concatenate([[0], ks_arr])
     ranks = np.stack([_rank(upper_triangle(rdm(Z, metric))) for Z in Xk])
@@ -961,7 +1014,7 @@ def cross_scale_similarity(X, ks=None, n_anchors=1000, metric="euclidean", probe
     extra = {}
     if int(n_null) > 0:
         null = np.array([_off_diagonal_mean(_neighbourhood_similarity(
-            Z, ks_arr[1:] if include_raw else ks_arr, samples, probe_k, include_raw)[1])
+            Z, ks_arr[1:] if include_raw else ks_arr, samples, probe_k, include_raw, device)[1])
             for Z in _stats.iter_gaussian_surrogates(X, int(n_null), random_state=rng)])
         cal = _stats.calibrate(score, null, alternative="greater")
         extra = dict(null_scores=null, null_mean=cal.null_mean, null_sd=cal.null_sd,
@@ -1138,7 +1191,8 @@ class NeighborhoodReliability:
     n_per_half: np.ndarray
 
 
-def neighborhood_reliability(trial_betas, trial_image, ks, *, n_splits=5, random_state=None):
+def neighborhood_reliability(trial_betas, trial_image, ks, *, n_splits=5, random_state=None,
+                             device=None):
     """Do the stimuli's neighbourhoods replicate across two independent halves of the trials?
 
     The trials of every image are split at random into two halves
@@ -1162,6 +1216,8 @@ def neighborhood_reliability(trial_betas, trial_image, ks, *, n_splits=5, random
     n_splits : int
         Random splits averaged (each costs two neighbour queries).
     random_state : int, numpy Generator or None
+    device : {None, "cpu", "cuda"}
+        Where the neighbour queries run (None: the CPU).
 
     Returns
     -------
@@ -1182,7 +1238,7 @@ def neighborhood_reliability(trial_betas, trial_image, ks, *, n_splits=5, random
         a, b, ids, n_per_half = split_half_average(trial_betas, trial_image, random_state=rng)
         n_img = ids.size
         ks_arr, _ = _check_ks(ks, n_img)
-        splits.append(np.atleast_1d(knn_overlap(a, b, ks_arr)))
+        splits.append(np.atleast_1d(knn_overlap(a, b, ks_arr, device=device)))
     splits = np.stack(splits)
     overlap = splits.mean(axis=0)
     chance = np.atleast_1d(knn_chance(ks_arr, n_img))
