@@ -132,6 +132,9 @@ def run_chapter(stem, env, timeout=600):
         hits = [c for c in nb.cells if c.cell_type == "code" and old in c.source]
         assert len(hits) == 1, f"{stem}: the line {old!r} a reader changes is not in one cell"
         hits[0].source = hits[0].source.replace(old, new)
+    # a last cell reports which DATA the set-up cell took (the chapter's own cells may switch
+    # `subset` to the demo world for demo-only sections; DATA stays what the reader chose)
+    nb.cells.append(nbformat.v4.new_code_cell('print("rehearsal DATA =", repr(DATA))'))
     saved = dict(os.environ)
     os.environ.update(env)
     try:
@@ -173,14 +176,16 @@ def test_chapter_real_branch_runs(stem, rehearsal_env, tmp_path):
     seconds = time.perf_counter() - start
     text = outputs_text(nb)
     print(f"{stem}: real branch on {env['SCALEINV_BOOK_DATA']} in {seconds:.0f} s")
-    assert "real NSD data" in text, f"{stem} did not load the real-format subset"
+    assert f"rehearsal DATA = {env['SCALEINV_BOOK_DATA']!r}" in text, \
+        f"{stem}'s set-up cell did not take DATA from SCALEINV_BOOK_DATA"
     uses_pretrained = re.search(r"random weights \(test-only switch SCALEINV_WEIGHTS=random\)", text)
     if stem in PRETRAINED_CHAPTERS:
         assert uses_pretrained, f"{stem}'s outputs do not say its pretrained models had random weights"
 
 
 #: chapters whose real branch uses models of the pretrained catalogue
-PRETRAINED_CHAPTERS = {"02_models", "05_encoding", "06_scale_invariance_alignment", "07_neurons"}
+PRETRAINED_CHAPTERS = {"02_models", "03_dimension", "04_similarity", "05_encoding",
+                       "06_scale_invariance_alignment", "07_neurons"}
 
 
 # --------------------------------------------------------------------------- the switches
