@@ -118,7 +118,7 @@ def rehearsal_env(tmp_path_factory):
             os.environ["SCALEINV_DATA"] = old
 
 
-def run_chapter(stem, env, timeout=600):
+def run_chapter(stem, env, timeout=1200):
     """Execute notebooks/<stem>.ipynb in a kernel whose environment is ``env``.
 
     Returns the executed notebook; raises nbclient's CellExecutionError on a failing cell.
