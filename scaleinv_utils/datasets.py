@@ -76,6 +76,9 @@ def load_subset(name_or_path="demo", *, verify=True, **demo_kwargs):
         else:
             available = sorted(p.name for p in subsets_dir().glob("*")
                                if (p / "manifest.json").exists())
+            hint = (" A real NSD subset must be built before it is loaded: `scaleinv-data prepare "
+                    "...` (the NSD chapter, 'Building a real subset')."
+                    if str(name_or_path).startswith("nsd-") else "")
             raise SubsetError(f"Unknown subset {str(name_or_path)!r}: no such directory. "
-                              f"Available: {['demo'] + available}.")
+                              f"Available: {['demo'] + available}.{hint}")
     return read_subset(path, verify=verify)

@@ -286,6 +286,8 @@ def gabor_energy(images, *, wavelengths=(4.0, 8.0, 16.0), n_orientations=4, pool
     Returns
     -------
     energy : ndarray of shape (n_images, n_scales, n_orientations, height // pool, width // pool)
+        Filtered at the full size; pooling windows that would overhang the bottom or
+        right edge (a side that is not a multiple of ``pool``) are left out.
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
@@ -308,6 +310,8 @@ def gabor_energy(images, *, wavelengths=(4.0, 8.0, 16.0), n_orientations=4, pool
         grey = grey - grey.mean(axis=(1, 2), keepdims=True)
         spec = np.fft.fft2(grey)[:, None]
         energy = np.abs(np.fft.ifft2(spec * filters[None]))
+        # sides that are not a multiple of the pooling window (NSD's 425 px) drop the remainder
+        energy = energy[..., :h // pool * pool, :w // pool * pool]
         energy = energy.reshape(len(grey), len(filters), h // pool, pool, w // pool, pool).mean((3, 5))
         out[start:start + batch_size] = energy.reshape(len(grey), len(wavelengths), n_orientations,
                                                        h // pool, w // pool)

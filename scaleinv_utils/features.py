@@ -629,6 +629,32 @@ def clear_feature_cache(model=None):
 # ---------------------------------------------------------------------------
 # the public entry point
 
+_ANNOUNCED = set()
+
+
+def _announce_random_weights(model):
+    """Say so, once per model and process, when a pretrained model runs at random weights.
+
+    Only under the test-only switch ``SCALEINV_WEIGHTS=random`` (CI's rehearsal of the
+    chapters' real-data branches): every chapter that uses the model then says in its
+    output that the features are not the pretrained model's.
+    """
+    from .models.catalogue import model_info
+    from .models.loaders import WEIGHTS_ENV, weights_mode
+
+    name = model if isinstance(model, str) else getattr(model, "name", None)
+    if name in _ANNOUNCED or weights_mode() != "random":
+        return
+    try:
+        info = model_info(name)
+    except (KeyError, TypeError):
+        return
+    if info.kind == "pretrained":
+        _ANNOUNCED.add(name)
+        print(f"{name}: random weights (test-only switch {WEIGHTS_ENV}=random): not the "
+              "pretrained model; nothing computed from it is a result")
+
+
 def get_features(model, stimuli, *, modality="image", layers="final", pooling="cls", heads=False,
                  captions="first", device=None, batch_size=64, cache=True, progress=True):
     """Features of a model for a set of stimuli, one array per layer.
@@ -696,6 +722,7 @@ def get_features(model, stimuli, *, modality="image", layers="final", pooling="c
         raise ValueError(f"pooling must be one of {_POOLINGS}, got {pooling!r}.")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    _announce_random_weights(model)
     if isinstance(model, str) and cache:
         cached = _cached_without_loading(model, stimuli, modality, layers, pooling, heads,
                                          captions, device)

@@ -123,3 +123,15 @@ def test_bad_parameters():
         su.load_subset("somewhere", seed=1)
     with pytest.raises(ValueError, match="shape"):
         demo.gabor_energy(np.zeros((2, 8, 8)))
+
+
+def test_gabor_energy_on_sides_that_are_not_a_multiple_of_the_pool():
+    # NSD's images are 425 px: the windows that would overhang the edge are left out, and the
+    # others are the mean of the unpooled energy (filtered at the full size) over each window
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 66, 66, 3), dtype=np.uint8)
+    full = demo.gabor_energy(images, pool=1)
+    pooled = demo.gabor_energy(images, pool=4)
+    assert pooled.shape == (2, 3, 4, 16, 16)
+    expected = full[..., :64, :64].reshape(2, 3, 4, 16, 4, 16, 4).mean((4, 6))
+    np.testing.assert_allclose(pooled, expected, rtol=1e-4, atol=1e-6)

@@ -7,7 +7,8 @@ architectures, corpus), :mod:`~.training` (the training command) and
 :mod:`~.evaluation` (held-out quality).
 """
 from . import catalogue, demo_models, evaluation, loaders, training, zoo
-from .catalogue import KINDS, ModelInfo, list_models, model_info, models_table, resolve_name
+from .catalogue import (KINDS, MAX_MODELS_ENV, ModelInfo, limit_models, list_models, model_info,
+                        models_table, resolve_name)
 from .demo_models import (DEMO_ARCHITECTURE, VISION_ATTRIBUTES, WEIGHTS_JSON, WordTokenizer,
                           build_demo_module, demo_corpus, demo_weights_dir, read_weights_json)
 from .evaluation import attribute_probes, demo_quality, evaluate_retrieval, zero_shot_classify
@@ -16,7 +17,7 @@ from .training import train_demo_models
 
 __all__ = [
     "ModelInfo", "LoadedModel", "WordTokenizer", "KINDS", "list_models", "model_info",
-    "models_table", "resolve_name", "load_model", "weights_mode", "train_demo_models",
+    "models_table", "resolve_name", "limit_models", "MAX_MODELS_ENV", "load_model", "weights_mode", "train_demo_models",
     "evaluate_retrieval", "zero_shot_classify", "demo_quality", "attribute_probes",
     "demo_weights_dir", "read_weights_json", "demo_corpus", "build_demo_module",
     "DEMO_ARCHITECTURE", "VISION_ATTRIBUTES", "WEIGHTS_JSON", "zoo",

@@ -19,11 +19,16 @@ Three kinds of model, listed by :func:`list_models`:
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import asdict, dataclass
 
 from . import zoo
 
-__all__ = ["ModelInfo", "KINDS", "list_models", "model_info", "models_table", "resolve_name"]
+__all__ = ["ModelInfo", "KINDS", "list_models", "model_info", "models_table", "resolve_name",
+           "limit_models", "MAX_MODELS_ENV"]
+
+#: Environment variable of the rehearsal's limit on a chapter's model loops (test-only).
+MAX_MODELS_ENV = "SCALEINV_MAX_MODELS"
 
 KINDS = ("demo", "offline-pretrained", "pretrained")
 
@@ -307,3 +312,53 @@ def models_table(kind=None):
     import pandas as pd
     rows = [asdict(model_info(n)) for n in list_models(kind)]
     return pd.DataFrame(rows).set_index("name")
+
+
+def model_kind(name):
+    """What :func:`limit_models` keeps one of: (library, fusion, has_language, has_vision)."""
+    info = model_info(name)
+    return (info.source, info.fusion, info.has_language, info.has_vision)
+
+
+def limit_models(names):
+    """A chapter's list of models, limited for a rehearsal or test run.
+
+    Without ``SCALEINV_MAX_MODELS`` in the environment (the default, and always for a
+    reader) ``names`` comes back unchanged. With ``SCALEINV_MAX_MODELS=n`` (CI's
+    rehearsal of the real-data branches, where every model runs at random weights on
+    the CPU) at most ``n`` are kept: first the first model of each kind (library,
+    fusion, language or not; see :func:`model_kind`), then the others, in the order
+    given, so that a loop still meets every kind of model it was written for.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Catalogue names.
+
+    Returns
+    -------
+    names : list of str
+        A sub-list of ``names``, in their order.
+
+    Raises
+    ------
+    ValueError
+        If ``SCALEINV_MAX_MODELS`` is not a positive integer.
+    """
+    names = list(names)
+    value = os.environ.get(MAX_MODELS_ENV, "").strip()
+    if not value:
+        return names
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{MAX_MODELS_ENV} must be a positive integer, got {value!r}.")
+    seen, first, rest = set(), [], []
+    for name in names:
+        kind = model_kind(name)
+        (rest if kind in seen else first).append(name)
+        seen.add(kind)
+    keep = set((first + rest)[:n])
+    return [name for name in names if name in keep]

