@@ -79,8 +79,9 @@ __all__ = [
     "expected_dice", "curveball_round", "swap_null", "detectability_strata", "redundancy",
     "overlap_vs_correlation", "network_counts", "polarity_by_layer", "polarity_trend",
     "mirrored_test", "readout_reference", "orient_ans", "network_polarity",
-    "modality_specificity", "compare_feature_sets", "cross_modal_test", "verdict",
-    "make_toy_neurons", "make_independent_an_world", "make_polarity_world",
+    "modality_specificity", "compare_feature_sets", "cross_modal_test", "FusionResult",
+    "fusion_test", "verdict", "make_toy_neurons", "make_independent_an_world",
+    "make_polarity_world", "make_fusion_world",
 ]
 
 #: Ways to reduce a head's output vector to one number per stimulus.
@@ -1924,7 +1925,12 @@ def compare_feature_sets(feature_sets, Y, *, train, test, networks, noise_ceilin
       set predicts anything;
     - with ``baseline``, the paired difference from that set, its interval
       and a one-sided bootstrap p-value ``(1 + #diff* <= 0) / (1 + n_boot)``
-      for "above the baseline".
+      for "above the baseline". A list of keys is a **seed ensemble** (random
+      initialisations of one architecture): the baseline score is the mean
+      over its sets, each bootstrap replicate resamples the seeds with
+      replacement as well as the test stimuli (so the interval holds the
+      seed-to-seed spread), and ``baseline_min`` / ``baseline_max`` give the
+      range of the seeds' own scores.
 
     Parameters
     ----------
@@ -1935,8 +1941,9 @@ def compare_feature_sets(feature_sets, Y, *, train, test, networks, noise_ceilin
     networks : array-like of shape (n_voxels,)
     noise_ceiling : array-like of shape (n_voxels,) or None
         In percent; None reports raw r. Voxels with NC <= 0 are dropped.
-    baseline : str or None
-        Key of ``feature_sets`` to compare every other set with.
+    baseline : str, list of str or None
+        Key of ``feature_sets`` to compare every other set with, or several keys
+        (seeds of one architecture) whose mean is the baseline.
     order : list or None
         Networks to report, in this order.
     n_boot, n_shuffles : int
@@ -1948,8 +1955,9 @@ def compare_feature_sets(feature_sets, Y, *, train, test, networks, noise_ceilin
     table : pandas.DataFrame
         One row per (set, network): ``score``, ``ci_low``, ``ci_high``,
         ``null_high`` (the ``level`` quantile of the shuffle null),
-        ``pvalue``; with a baseline also ``diff``, ``diff_low``,
-        ``diff_high``, ``p_above_baseline``.
+        ``pvalue``; with a baseline also ``baseline_score``,
+        ``baseline_min``, ``baseline_max`` (over the baseline's sets),
+        ``diff``, ``diff_low``, ``diff_high``, ``p_above_baseline``.
 
     Raises
     ------
@@ -1960,9 +1968,11 @@ def compare_feature_sets(feature_sets, Y, *, train, test, networks, noise_ceilin
 
     if not feature_sets:
         raise ValueError("feature_sets is empty; pass at least one AN feature set.")
-    if baseline is not None and baseline not in feature_sets:
-        raise ValueError(f"baseline {baseline!r} is not a key of feature_sets "
-                         f"({list(feature_sets)}).")
+    base_keys = [] if baseline is None else (
+        [baseline] if isinstance(baseline, str) else list(baseline))
+    if baseline is not None and (not base_keys or any(b not in feature_sets for b in base_keys)):
+        raise ValueError(f"baseline {baseline!r} must be a key of feature_sets or a non-empty "
+                         f"list of keys ({list(feature_sets)}).")
     Y = check_array(Y, "Y", min_samples=4)
     n = Y.shape[0]
     train_m, test_m = _as_mask(train, n, "train"), _as_mask(test, n, "test")
@@ -1996,6 +2006,15 @@ def compare_feature_sets(feature_sets, Y, *, train, test, networks, noise_ceilin
         boots[name] = np.array([_network_medians(score(b, b), codes, len(keys)) for b in boot_idx])
         nulls[name] = np.array([_network_medians(score(s, slice(None)), codes, len(keys))
                                 for s in shuffles])
+    if base_keys:
+        base_est = np.mean([est[b] for b in base_keys], axis=0)
+        base_each = np.array([est[b] for b in base_keys])
+        if len(base_keys) == 1:
+            base_boot = boots[base_keys[0]]
+        else:   # resample the seeds too: replicate b averages a draw of seeds on stimuli b
+            draw = rng.integers(0, len(base_keys), size=(int(n_boot), len(base_keys)))
+            stack = np.array([boots[b] for b in base_keys])     # (n_seeds, n_boot, n_codes)
+            base_boot = stack[draw, np.arange(int(n_boot))[:, None]].mean(axis=1)
     rows = []
     for name in feature_sets:
         lo, hi = stats.percentile_interval(boots[name], level)
@@ -2004,10 +2023,12 @@ def compare_feature_sets(feature_sets, Y, *, train, test, networks, noise_ceilin
         for c, key in enumerate(keys):
             row = {"set": name, "network": key, "score": est[name][c], "ci_low": lo[c],
                    "ci_high": hi[c], "null_high": null_hi[c], "pvalue": p[c]}
-            if baseline is not None:
-                d = boots[name][:, c] - boots[baseline][:, c]
+            if base_keys:
+                d = boots[name][:, c] - base_boot[:, c]
                 dlo, dhi = stats.percentile_interval(d, level)
-                row.update(diff=est[name][c] - est[baseline][c], diff_low=dlo, diff_high=dhi,
+                row.update(baseline_score=base_est[c], baseline_min=base_each[:, c].min(),
+                           baseline_max=base_each[:, c].max(),
+                           diff=est[name][c] - base_est[c], diff_low=dlo, diff_high=dhi,
                            p_above_baseline=float((1 + np.sum(d <= 0)) / (1 + d.size)))
             rows.append(row)
     return pd.DataFrame(rows).set_index(["set", "network"])
@@ -2144,6 +2165,187 @@ def cross_modal_test(activity_by_family, Y, *, train, networks, families=None, s
                      "mismatched_high": float(np.nanquantile(null[:, i], level)),
                      "pvalue": float(p[i])})
     return pd.DataFrame(rows).set_index("network")
+
+
+@dataclass
+class FusionResult:
+    """B4: do a fused model's two AN families share more BNs than a dual encoder's?
+
+    Attributes
+    ----------
+    fused, dual : float
+        Cross-modal fraction ``both / either`` of the voxels covered by the
+        fused model's families (image side, fusion heads) and by the dual
+        encoder's (image tower, text tower), AN counts matched.
+    fused_ci, dual_ci : tuple of float
+        Percentile intervals over ANs resampled with replacement.
+    diff, diff_ci, pvalue : float, tuple, float
+        ``fused - dual``, its paired interval and the one-sided p-value of
+        the exchange null (ANs reassigned between the two models).
+    mismatched, diff_mismatched, diff_mismatched_ci, pvalue_mismatched
+        The fused fraction with the fusion heads computed from mismatched
+        captions, ``fused - mismatched``, its interval and p-value (NaN when
+        no mismatched activity was given).
+    n_ans : int
+        ANs per family (each fraction is a mean over ``n_subsamples`` draws).
+    n_boot : int
+    """
+
+    fused: float
+    fused_ci: tuple
+    dual: float
+    dual_ci: tuple
+    diff: float
+    diff_ci: tuple
+    pvalue: float
+    mismatched: float = float("nan")
+    diff_mismatched: float = float("nan")
+    diff_mismatched_ci: tuple = (float("nan"), float("nan"))
+    pvalue_mismatched: float = float("nan")
+    n_ans: int = 0
+    n_boot: int = 0
+
+    def table(self):
+        """The numbers as a one-column DataFrame, for display."""
+        import pandas as pd
+
+        return pd.Series({"fused: cross-modal fraction": self.fused,
+                          "dual: cross-modal fraction": self.dual,
+                          "fused - dual": self.diff, "interval low": self.diff_ci[0],
+                          "interval high": self.diff_ci[1], "p (fused > dual)": self.pvalue,
+                          "fused, mismatched captions": self.mismatched,
+                          "fused - mismatched": self.diff_mismatched,
+                          "p (fused > mismatched)": self.pvalue_mismatched,
+                          "ANs per family": self.n_ans}).to_frame("value")
+
+
+def fusion_test(dual, fused, Y, *, train=None, mismatched=None, n_ans=None, n_subsamples=20,
+                n_boot=1000, n_permutations=1000, q=0.05, level=0.95, random_state=None):
+    """B4 as one test: cross-modal BNs of a fused model against a dual encoder's.
+
+    Paper B's claim B4 is that a fused architecture yields *unified
+    cross-modal* BNs where a dual encoder's independent towers yield
+    modality-specific ones. Each family is mapped one AN at a time
+    (:func:`map_to_voxels`, parametric, FDR ``q``, on the training stimuli);
+    a voxel is covered by a family when one of its ANs predicts it, and the
+    cross-modal fraction of two families is ``both / either``. The test:
+
+    - **AN count matched**: each family is reduced to ``n_ans`` ANs (default:
+      the smallest family's count); the estimate is the mean over
+      ``n_subsamples`` draws without replacement.
+    - **Interval**: the ANs of every family resampled with replacement
+      (``n_boot`` times, ``n_ans`` each), the difference paired within a
+      replicate. ANs are the units the claim generalises over ("fusion
+      heads"). Resampling the stimuli instead is not sound here: a bootstrap
+      sample adds its own sampling noise to every correlation, so thresholded
+      BN sets grow and the fractions move away from the estimate (the
+      package's tests show the estimate falling outside such an interval).
+    - **p-value**: an exchange null. Under "the fused model's families share
+      no more than the dual encoder's", the image-side ANs of the two models
+      are exchangeable, and so are the fusion heads and the text-tower heads;
+      ``n_permutations`` random reassignments give
+      ``p = (1 + #null >= observed) / (1 + n_permutations)``.
+    - **Mismatched captions**: with ``mismatched`` (the fusion heads computed
+      from each image paired with another image's caption), ``fused -
+      mismatched`` the same way: cross-modal BNs that depend on the pairing of
+      an image with its own caption.
+
+    The positive and negative controls of this test are
+    :func:`make_fusion_world` with ``planted=True`` and ``planted=False``.
+
+    Parameters
+    ----------
+    dual : dict of str to array-like of shape (n_samples, n_ans)
+        The dual encoder's two families, image side first.
+    fused : dict of str to array-like of shape (n_samples, n_ans)
+        The fused model's two families, image side first, fusion heads second.
+    Y : array-like of shape (n_samples, n_voxels)
+    train : array-like of bool or indices, or None
+        The stimuli used (default: all).
+    mismatched : array-like or None
+        Same shape as the fused model's second family.
+    n_ans, n_subsamples, n_boot, n_permutations : int
+    q, level : float
+    random_state : int or None
+
+    Returns
+    -------
+    result : FusionResult
+
+    Raises
+    ------
+    ValueError
+        For families that are not pairs, misaligned rows or a bad ``n_ans``.
+    """
+    fams = {}
+    for label, d in (("dual", dual), ("fused", fused)):
+        if not isinstance(d, dict) or len(d) != 2:
+            raise ValueError(f"{label} must be a dict of exactly 2 AN families, got "
+                             f"{type(d).__name__} of length {len(d) if hasattr(d, '__len__') else '?'}.")
+        for k_, A in d.items():
+            fams[(label, k_)] = check_array(A, f"{label}[{k_!r}]", min_samples=4)
+    Y = check_array(Y, "Y", min_samples=4)
+    dual_keys, fused_keys = list(dual), list(fused)
+    if mismatched is not None:
+        M = check_array(mismatched, "mismatched", min_samples=4)
+        if M.shape != fams[("fused", fused_keys[1])].shape:
+            raise ValueError("mismatched must have the shape of the fused model's second family "
+                             f"{fams[('fused', fused_keys[1])].shape}, got {M.shape}.")
+        fams[("mismatched", fused_keys[1])] = M
+    check_consistent_samples(Y=Y, **{f"{a}[{b}]": A for (a, b), A in fams.items()})
+    train_m = _as_mask(train, Y.shape[0], "train")
+    smallest = min(A.shape[1] for A in fams.values())
+    k = smallest if n_ans is None else int(n_ans)
+    if not 1 <= k <= smallest:
+        raise ValueError(f"n_ans must be between 1 and the smallest family's AN count "
+                         f"({smallest}), got {n_ans}.")
+    rng = check_random_state(random_state)
+    keys = list(fams)
+    # one marginal map of every family's ANs at once: FDR runs over each AN's map (row),
+    # so stacking the families changes nothing but the cost
+    sig = map_to_voxels(np.hstack([fams[key] for key in keys]), Y, train=train_m, joint=False,
+                        q=q).significant
+    bounds = np.cumsum([0] + [fams[key].shape[1] for key in keys])
+    masks = {key: sig[bounds[i]:bounds[i + 1]] for i, key in enumerate(keys)}
+
+    def fraction(MA, MB, replace):
+        a = MA[rng.choice(len(MA), size=k, replace=replace)].any(axis=0)
+        b = MB[rng.choice(len(MB), size=k, replace=replace)].any(axis=0)
+        union = (a | b).sum()
+        return (a & b).sum() / union if union else 0.0
+
+    def compare(pair_x, pair_y):
+        """Estimate of x, of y, x - y, its AN-bootstrap interval and exchange p-value."""
+        fx = np.mean([fraction(*pair_x, False) for _ in range(int(n_subsamples))])
+        fy = np.mean([fraction(*pair_y, False) for _ in range(int(n_subsamples))])
+        boot_x = np.array([fraction(*pair_x, True) for _ in range(int(n_boot))])
+        boot_y = np.array([fraction(*pair_y, True) for _ in range(int(n_boot))])
+        pooled = [np.vstack([pair_x[i], pair_y[i]]) for i in range(2)]
+        sizes = [len(pair_x[i]) for i in range(2)]
+        null = np.empty(int(n_permutations))
+        for t in range(int(n_permutations)):
+            perm = [rng.permutation(len(P)) for P in pooled]
+            px = [pooled[i][perm[i][:sizes[i]]] for i in range(2)]
+            py = [pooled[i][perm[i][sizes[i]:]] for i in range(2)]
+            null[t] = fraction(*px, False) - fraction(*py, False)
+        diff = fx - fy
+        ci = tuple(float(v) for v in stats.percentile_interval(boot_x - boot_y, level))
+        p = float((1 + np.sum(null >= diff)) / (1 + null.size))
+        return (float(fx), tuple(float(v) for v in stats.percentile_interval(boot_x, level)),
+                float(fy), tuple(float(v) for v in stats.percentile_interval(boot_y, level)),
+                float(diff), ci, p)
+
+    fused_pair = (masks[("fused", fused_keys[0])], masks[("fused", fused_keys[1])])
+    dual_pair = (masks[("dual", dual_keys[0])], masks[("dual", dual_keys[1])])
+    f, f_ci, d, d_ci, diff, diff_ci, p = compare(fused_pair, dual_pair)
+    out = dict(fused=f, fused_ci=f_ci, dual=d, dual_ci=d_ci, diff=diff, diff_ci=diff_ci,
+               pvalue=p, n_ans=k, n_boot=int(n_boot))
+    if mismatched is not None:
+        wrong_pair = (fused_pair[0], masks[("mismatched", fused_keys[1])])
+        _, _, m, _, dm, dm_ci, pm = compare(fused_pair, wrong_pair)
+        out.update(mismatched=m, diff_mismatched=dm, diff_mismatched_ci=dm_ci,
+                   pvalue_mismatched=pm)
+    return FusionResult(**out)
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -2336,3 +2538,86 @@ def make_polarity_world(n_samples=600, *, n_latents=3, n_layers=4, n_heads=6, he
             "head_sign": head_sign, "Y": Y,
             "networks": np.array([f"net{i}" for i in net_of_voxel]),
             "network_sign": network_sign, "network_latent": network_latent}
+
+
+def make_fusion_world(n_samples=600, *, n_voxels=400, n_latents=2, n_ans=24, signal=0.5,
+                      an_noise=0.3, planted=True, random_state=0):
+    """A world with (``planted=True``) or without planted image x caption fusion in the brain.
+
+    Three kinds of latent per stimulus, independent standard normals of
+    ``n_latents`` columns each: ``u`` seen in the image only, ``w`` said in
+    the caption only, ``z`` in both. Four AN families, ``n_ans`` heads each,
+    every head one latent plus noise (SD ``an_noise``), cycling through its
+    family's latents:
+
+    - a **dual encoder**: image tower ``u, z``; text tower ``w, z``;
+    - a **fused model**: image side ``u, z``; fusion heads ``w, z`` and the
+      interaction ``u * w`` (a head that reads the caption and attends to
+      the image), and the same fusion heads computed from **mismatched
+      captions** (``w``, ``z`` of another stimulus, ``u * w`` with that
+      ``w``).
+
+    A quarter of the voxels each is driven by one ``u`` (image), one ``w``
+    (text), one ``z`` (shared), and, in the fourth quarter, by ``u (1 + w)``
+    when ``planted`` (an image feature whose drive the caption modulates:
+    only a fused representation carries the product) or by ``u`` alone when
+    not. Each voxel's drive is standardised and scaled by ``signal``, plus
+    unit noise; signs are random.
+
+    So the dual encoder's towers share the ``z`` voxels; the fused model's
+    families share the ``z`` voxels and, only when ``planted``, the fourth
+    quarter too. :func:`fusion_test` must find ``fused > dual`` in the first
+    world and not in the second.
+
+    Parameters
+    ----------
+    n_samples, n_voxels, n_latents, n_ans : int
+    signal, an_noise : float
+    planted : bool
+    random_state : int or None
+
+    Returns
+    -------
+    world : dict
+        ``dual`` and ``fused`` (dicts of two (n_samples, n_ans) families),
+        ``mismatched`` (n_samples, n_ans), ``Y`` (n_samples, n_voxels),
+        ``voxel_type`` (n_voxels,) of "image", "text", "shared", "fusion".
+    """
+    if n_voxels < 4 or n_ans < 3 or n_latents < 1:
+        raise ValueError(f"need n_voxels >= 4, n_ans >= 3 and n_latents >= 1, got "
+                         f"{n_voxels}, {n_ans}, {n_latents}.")
+    rng = check_random_state(random_state)
+    u, w, z = (rng.standard_normal((n_samples, n_latents)) for _ in range(3))
+    perm = rng.permutation(n_samples)
+    while n_samples > 1 and np.any(perm == np.arange(n_samples)):
+        perm = rng.permutation(n_samples)
+
+    def family(columns):
+        cols = [columns[i % len(columns)] for i in range(n_ans)]
+        return np.column_stack(cols) + an_noise * rng.standard_normal((n_samples, n_ans))
+
+    def latents(*arrays):
+        return [a[:, j] for j in range(n_latents) for a in arrays]
+
+    uw = u * w
+    dual = {"image": family(latents(u, z)), "text": family(latents(w, z))}
+    fused = {"image": family(latents(u, z)), "fusion": family(latents(w, z, uw))}
+    mismatched = family(latents(w[perm], z[perm], u * w[perm]))
+    kinds = np.array(["image", "text", "shared", "fusion"])
+    voxel_type = kinds[np.arange(n_voxels) * 4 // n_voxels]
+    j = rng.integers(n_latents, size=n_voxels)
+    drive = np.empty((n_samples, n_voxels))
+    for v, (t, jj) in enumerate(zip(voxel_type, j)):
+        if t == "image":
+            drive[:, v] = u[:, jj]
+        elif t == "text":
+            drive[:, v] = w[:, jj]
+        elif t == "shared":
+            drive[:, v] = z[:, jj]
+        else:
+            drive[:, v] = u[:, jj] * (1 + w[:, jj]) if planted else u[:, jj]
+    drive = (drive - drive.mean(axis=0)) / drive.std(axis=0)
+    sign = rng.choice([-1.0, 1.0], size=n_voxels)
+    Y = signal * drive * sign + rng.standard_normal((n_samples, n_voxels))
+    return {"dual": dual, "fused": fused, "mismatched": mismatched, "Y": Y,
+            "voxel_type": voxel_type}

@@ -628,3 +628,68 @@ def test_verdict_three_outcomes_and_errors():
         nn.verdict(0, 1, -1)
     with pytest.raises(ValueError, match="direction"):
         nn.verdict(0, -1, 1, direction="up")
+
+
+def test_compare_feature_sets_against_a_seed_ensemble():
+    img, txt, Y, nets, rng = _two_family_world()
+    train = np.arange(500) < 400
+    seeds = {f"random s{s}": np.random.default_rng(10 + s).standard_normal((500, 12)) for s in range(3)}
+    sets = {"trained": img, **seeds}
+    table = nn.compare_feature_sets(sets, Y, train=train, test=~train, networks=nets,
+                                    baseline=list(seeds), n_boot=100, n_shuffles=50, random_state=0)
+    tr = table.loc["trained"]
+    each = np.array([table.loc[k, "score"].to_numpy() for k in seeds])
+    np.testing.assert_allclose(tr["baseline_score"], each.mean(axis=0))
+    np.testing.assert_allclose(tr["baseline_min"], each.min(axis=0))
+    np.testing.assert_allclose(tr["baseline_max"], each.max(axis=0))
+    np.testing.assert_allclose(tr["diff"], tr["score"] - each.mean(axis=0))
+    assert (tr["diff_low"] > 0).all() and (tr["p_above_baseline"] < 0.05).all()
+    # a random seed against the ensemble it belongs to is not "above" it
+    assert (table.loc["random s0", "p_above_baseline"] > 0.01).all()
+    # resampling the seeds widens the interval against one fixed seed
+    one = nn.compare_feature_sets(sets, Y, train=train, test=~train, networks=nets,
+                                  baseline="random s0", n_boot=100, n_shuffles=50, random_state=0)
+    width_ens = (tr["diff_high"] - tr["diff_low"]).mean()
+    width_one = (one.loc["trained", "diff_high"] - one.loc["trained", "diff_low"]).mean()
+    assert width_ens > 0 and width_one > 0
+    with pytest.raises(ValueError, match="baseline"):
+        nn.compare_feature_sets(sets, Y, train=train, test=~train, networks=nets, baseline=[])
+    with pytest.raises(ValueError, match="baseline"):
+        nn.compare_feature_sets(sets, Y, train=train, test=~train, networks=nets,
+                                baseline=["random s0", "nope"])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fusion_test_finds_planted_fusion_and_not_its_absence(seed):
+    """Positive and negative control of the B4 test (chapter 7 runs the same function)."""
+    kw = dict(n_samples=400, n_voxels=240, random_state=seed)
+    pos = nn.make_fusion_world(planted=True, **kw)
+    neg = nn.make_fusion_world(planted=False, **kw)
+    r_pos = nn.fusion_test(pos["dual"], pos["fused"], pos["Y"], mismatched=pos["mismatched"],
+                           n_boot=300, n_permutations=300, random_state=seed)
+    r_neg = nn.fusion_test(neg["dual"], neg["fused"], neg["Y"], mismatched=neg["mismatched"],
+                           n_boot=300, n_permutations=300, random_state=seed)
+    # planted: the fusion quarter is shared by the fused model's families only (1/4 of voxels)
+    assert r_pos.diff > 0.15 and r_pos.diff_ci[0] > 0 and r_pos.pvalue <= 0.01
+    assert nn.verdict(r_pos.diff, *r_pos.diff_ci, r_pos.pvalue).verdict == "supports"
+    # not planted: the fused model shares what the dual encoder shares, the z quarter
+    assert abs(r_neg.diff) < 0.05 and r_neg.diff_ci[0] <= 0 <= r_neg.diff_ci[1]
+    assert nn.verdict(r_neg.diff, *r_neg.diff_ci, r_neg.pvalue).verdict == "inconclusive"
+    # both worlds: each model shares about the z quarter, out of what it covers
+    assert 0.15 < r_neg.dual < 0.4 and 0.15 < r_pos.dual < 0.4
+    # mismatched captions break every caption-driven BN of the fusion heads
+    assert r_pos.mismatched < 0.05 and r_pos.pvalue_mismatched <= 0.01
+    assert r_pos.fused_ci[0] <= r_pos.fused <= r_pos.fused_ci[1]
+    assert r_pos.n_ans == 24 and list(r_pos.table().index)[0] == "fused: cross-modal fraction"
+
+
+def test_fusion_test_errors():
+    w = nn.make_fusion_world(n_samples=60, n_voxels=40, random_state=0)
+    with pytest.raises(ValueError, match="exactly 2 AN families"):
+        nn.fusion_test({"image": w["dual"]["image"]}, w["fused"], w["Y"])
+    with pytest.raises(ValueError, match="n_ans"):
+        nn.fusion_test(w["dual"], w["fused"], w["Y"], n_ans=99)
+    with pytest.raises(ValueError, match="mismatched must have the shape"):
+        nn.fusion_test(w["dual"], w["fused"], w["Y"], mismatched=w["mismatched"][:, :2])
+    with pytest.raises(ValueError, match="n_voxels >= 4"):
+        nn.make_fusion_world(n_voxels=2)
