@@ -199,8 +199,9 @@ def scale_invariance(X, ks=None, *, estimator="gride", stability="cv", n_anchors
         ``ks``, ``id_profile`` (n_scales,), ``mean_id``, ``id_cv`` (dimensional
         stability as a coefficient of variation: lower is more stable),
         ``cross_scale_similarity`` (higher is more scale invariant), and with
-        a null ``id_cv_null``, ``id_cv_calibrated`` (negative: more stable
-        than the spectrum gives), ``cross_scale_similarity_null`` and
+        a null ``id_cv_null`` (its SD over surrogates ``id_cv_null_sd``),
+        ``id_cv_calibrated`` (negative: more stable than the spectrum gives),
+        ``cross_scale_similarity_null`` (``cross_scale_similarity_null_sd``) and
         ``cross_scale_similarity_calibrated`` (positive: structure persists
         across scales beyond the spectrum).
     """
@@ -225,9 +226,11 @@ def scale_invariance(X, ks=None, *, estimator="gride", stability="cv", n_anchors
     return {"ks": ks_used, "id_profile": ids, "mean_id": float(np.mean(ids)),
             "id_cv": float(dimensional_stability(ids, ks_used, method=stability)),
             "id_cv_null": float(stab.null_mean) if n_null else np.nan,
+            "id_cv_null_sd": float(stab.null_sd) if n_null else np.nan,
             "id_cv_calibrated": float(stab.calibrated) if n_null else np.nan,
             "cross_scale_similarity": float(css.score),
             "cross_scale_similarity_null": float(css.null_mean),
+            "cross_scale_similarity_null_sd": float(css.null_sd),
             "cross_scale_similarity_calibrated": float(css.calibrated)}
 
 
@@ -250,8 +253,25 @@ def _linear_cka_shuffle_null(F, B, n_permutations, rng):
     return raw, null
 
 
+def _stimulus_rows(stimulus_index, wanted, name):
+    """Positions in ``stimulus_index`` of the stimuli ``wanted`` (ValueError naming any missing)."""
+    stimulus_index = np.asarray(stimulus_index)
+    if stimulus_index.ndim != 1 or len(np.unique(stimulus_index)) != stimulus_index.size:
+        raise ValueError(f"stimulus_index must be a 1-D array of distinct stimulus indices, got shape "
+                         f"{stimulus_index.shape}.")
+    order = np.argsort(stimulus_index)
+    pos = np.searchsorted(stimulus_index[order], wanted)
+    pos = np.minimum(pos, stimulus_index.size - 1)
+    found = stimulus_index[order][pos] == wanted
+    if not found.all():
+        missing = np.asarray(wanted)[~found]
+        raise ValueError(f"{name} lacks {missing.size} stimuli the subject uses (e.g. stimulus "
+                         f"{int(missing[0])}); stimulus_index must contain them.")
+    return order[pos]
+
+
 def brain_alignment(X, subj, *, networks=None, min_nc=1.0, aligned=False, n_permutations=200,
-                    random_state=None, backend=None):
+                    random_state=None, backend=None, encoding=True, stimulus_index=None):
     """How well one representation aligns with a subject's responses, per network.
 
     Two views of alignment: a voxelwise encoding model (median over the
@@ -278,33 +298,70 @@ def brain_alignment(X, subj, *, networks=None, min_nc=1.0, aligned=False, n_perm
     random_state : int or None
     backend : str or None
         himalaya backend (None: GPU when present).
+    encoding : bool
+        Fit the voxelwise encoding models (the costly part: a ridge per voxel
+        with its penalty chosen by cross-validation). Only the voxels of
+        ``networks`` are fitted; each voxel's fit is independent of the others,
+        so the scores equal those of a fit to every voxel. False: CKA only,
+        which needs only the test images.
+    stimulus_index : array-like of int of shape (n_rows,) or None
+        The subset's stimulus index of each row of X (features computed on
+        some stimuli only, e.g. ``subset.stimuli.images[subj.image_index]``);
+        every stimulus the computation needs (the test images, and the
+        training images when ``encoding``) must be present. None: row i is
+        stimulus i (or, with ``aligned``, row i of ``subj.betas``).
 
     Returns
     -------
     scores : dict of str to float
-        ``encoding[<network>]``, ``cka[<network>]`` (calibrated),
+        ``encoding[<network>]`` (when ``encoding``), ``cka[<network>]`` (calibrated),
         ``cka_raw[<network>]``, ``cka_null_sd[<network>]`` and ``cka_p[<network>]``
         (one-sided permutation p-value, :func:`scaleinv_utils.stats.permutation_pvalue`).
     """
-    from .encoding import encoding_scores
+    from .encoding import fit_encoding, score_encoding
 
     if int(n_permutations) < 1:
         raise ValueError(f"n_permutations must be at least 1, got {n_permutations}.")
-    result = encoding_scores(X, subj, aligned=aligned, min_nc=min_nc, backend=backend,
-                             random_state=random_state)
-    F = np.asarray(X, dtype=np.float64)
-    if not aligned:
-        F = F[subj.image_index]
+    if aligned and stimulus_index is not None:
+        raise ValueError("give aligned=True or stimulus_index, not both.")
     labels = subj.voxels.network
     networks = sorted(set(labels)) if networks is None else list(networks)
+    for net in networks:
+        if not (labels == net).any():
+            raise ValueError(f"network {net!r} has no voxels; networks are {sorted(set(labels))}.")
+    X = check_array(X, "X")
+    train, test = np.asarray(subj.train), np.asarray(subj.test)
+    if aligned:
+        F = X
+    elif stimulus_index is not None:
+        need = subj.image_index if encoding else subj.image_index[test]
+        rows = _stimulus_rows(stimulus_index, need, "X (stimulus_index)")
+        F = np.full((subj.image_index.size, X.shape[1]), np.nan)
+        F[np.flatnonzero(np.ones(subj.image_index.size, bool) if encoding else test)] = X[rows]
+    else:
+        if X.shape[0] <= int(np.max(subj.image_index)):
+            raise ValueError(f"X has {X.shape[0]} rows; it needs one per stimulus of the subset "
+                             f"(the subject uses rows up to {np.max(subj.image_index)}), or "
+                             f"stimulus_index.")
+        F = X[subj.image_index]
+    F = np.asarray(F, dtype=np.float64)
+    if F.shape[0] != subj.betas.shape[0]:
+        raise ValueError(f"X has {F.shape[0]} rows for the subject's {subj.betas.shape[0]} images.")
+    in_nets = np.isin(labels, networks)
+    if encoding:
+        model = fit_encoding(F[train], subj.betas[train][:, in_nets], backend=backend,
+                             random_state=random_state)
+        r_nc = np.full(labels.shape, np.nan)
+        r_nc[in_nets] = score_encoding(model, F[test], subj.betas[test][:, in_nets],
+                                       noise_ceiling=subj.noise_ceiling("test")[in_nets],
+                                       min_nc=min_nc).r_nc
     rng = check_random_state(random_state)
     out = {}
     for net in networks:
         sel = labels == net
-        if not sel.any():
-            raise ValueError(f"network {net!r} has no voxels; networks are {sorted(set(labels))}.")
-        out[f"encoding[{net}]"] = float(np.nanmedian(result.r_nc[sel]))
-        raw, null = _linear_cka_shuffle_null(F[subj.test], np.asarray(subj.betas[subj.test][:, sel],
+        if encoding:
+            out[f"encoding[{net}]"] = float(np.nanmedian(r_nc[sel]))
+        raw, null = _linear_cka_shuffle_null(F[test], np.asarray(subj.betas[test][:, sel],
                                                                      dtype=np.float64),
                                              n_permutations, rng)
         cal = _stats.calibrate(raw, null, alternative="greater")
@@ -315,13 +372,15 @@ def brain_alignment(X, subj, *, networks=None, min_nc=1.0, aligned=False, n_perm
     return out
 
 
-_INVARIANCE_COLUMNS = ("mean_id", "id_cv", "id_cv_null", "id_cv_calibrated", "cross_scale_similarity",
-                       "cross_scale_similarity_null", "cross_scale_similarity_calibrated")
+_INVARIANCE_COLUMNS = ("mean_id", "id_cv", "id_cv_null", "id_cv_null_sd", "id_cv_calibrated",
+                       "cross_scale_similarity", "cross_scale_similarity_null",
+                       "cross_scale_similarity_null_sd", "cross_scale_similarity_calibrated")
 
 
 def alignment_table(representations, subj, *, brain_networks=("early visual", "mid-level", "category"),
                     networks=None, ks=None, estimator="gride", metadata=None, n_null=5,
-                    n_permutations=200, random_state=0, progress=True, device=None):
+                    n_permutations=200, n_anchors=500, encoding=True, stimulus_index=None,
+                    random_state=0, progress=True, device=None):
     """Paper A's table: per representation, scale invariance, profile similarity to the brain, alignment.
 
     All measures use the same stimuli: the subject's images
@@ -349,6 +408,14 @@ def alignment_table(representations, subj, *, brain_networks=("early visual", "m
         about 8 s for 1000 stimuli on 2 busy cores, so the default is small.
     n_permutations : int
         Stimulus shuffles of the calibrated CKA (:func:`brain_alignment`).
+    n_anchors : int
+        Anchors of the cross-scale similarity (:func:`scale_invariance`).
+    encoding : bool
+        Fit voxelwise encoding models (:func:`brain_alignment`); False: CKA only.
+    stimulus_index : array-like of int of shape (n_rows,) or None
+        The subset's stimulus index of each row of every representation
+        (features computed on the subject's images only, say); None: one row
+        per stimulus of the subset.
     random_state : int or None
     progress : bool
     device : {None, "cpu", "cuda"}
@@ -385,15 +452,23 @@ def alignment_table(representations, subj, *, brain_networks=("early visual", "m
     rows, profiles = {}, {}
     for name, X in tqdm(representations.items(), disable=not progress, desc="representations"):
         X = check_array(X, f"representations[{name!r}]")
-        if X.shape[0] <= int(np.max(subj.image_index)):
+        if stimulus_index is not None:
+            if X.shape[0] != len(stimulus_index):
+                raise ValueError(f"representations[{name!r}] has {X.shape[0]} rows for the "
+                                 f"{len(stimulus_index)} entries of stimulus_index.")
+            rows_subj = _stimulus_rows(stimulus_index, subj.image_index, f"representations[{name!r}]")
+        elif X.shape[0] <= int(np.max(subj.image_index)):
             raise ValueError(f"representations[{name!r}] has {X.shape[0]} rows; it needs one per "
                              f"stimulus of the subset (the subject uses rows up to {np.max(subj.image_index)}).")
-        inv = scale_invariance(X[subj.image_index], brain["ks"], estimator=estimator,
+        else:
+            rows_subj = subj.image_index
+        inv = scale_invariance(X[rows_subj], brain["ks"], estimator=estimator, n_anchors=n_anchors,
                                n_null=n_null, random_state=random_state, device=device)
         profiles[name] = inv["id_profile"]
         row = {k: inv[k] for k in _INVARIANCE_COLUMNS}
         row["profile_similarity"] = float(compare_profiles(inv["id_profile"], brain["id_profile"]))
         row.update(brain_alignment(X, subj, networks=networks, n_permutations=n_permutations,
+                                   encoding=encoding, stimulus_index=stimulus_index,
                                    random_state=random_state))
         row.update((metadata or {}).get(name, {}))
         rows[name] = row
@@ -890,7 +965,7 @@ def _heldout_ridge_r(X, Y, alpha=1.0, train_fraction=0.7):
 
 def known_answer_control(kind="positive", n_models=12, *, noise_range=(0.0, 0.5), latent_range=(3, 3),
                          covariates=(), n_samples=300, ks=None, n_permutations=999, n_bootstrap=500,
-                         random_state=None, **family_kwargs):
+                         x="id_cv", n_local=3, random_state=None, **family_kwargs):
     """Run the across-model pipeline on a family with a known answer.
 
     Each model's scale-invariance measures (mean ID and ``id_cv`` of its Gride
@@ -921,6 +996,12 @@ def known_answer_control(kind="positive", n_models=12, *, noise_range=(0.0, 0.5)
     ks : array-like of int or None
         Scale grid; default a log grid from 5 to n_samples // 8.
     n_permutations, n_bootstrap : int
+    x : {"id_cv", "local_id", "participation_ratio", "mean_id"}
+        The measure tested against alignment. The noise dial raises the ID at
+        small scales, so the positive control plants a negative relation for
+        ``id_cv`` and for ``local_id`` (:func:`local_global_dimension`).
+    n_local : int
+        Smallest scales that make the local ID.
     random_state : int, numpy Generator or None
     **family_kwargs
         Passed to :func:`dial_family`.
@@ -929,14 +1010,14 @@ def known_answer_control(kind="positive", n_models=12, *, noise_range=(0.0, 0.5)
     -------
     scores : pandas.DataFrame
         One row per model: ``model``, ``noise``, ``latent_dim``, ``mean_id``,
-        ``id_cv``, ``alignment``.
+        ``id_cv``, ``local_id``, ``participation_ratio``, ``alignment``.
     result : AcrossModels
-        :func:`across_models` of ``id_cv`` and ``alignment`` (given ``covariates``).
+        :func:`across_models` of ``x`` and ``alignment`` (given ``covariates``).
 
     Raises
     ------
     ValueError
-        For an unknown kind or fewer than 5 models.
+        For an unknown kind or measure, or fewer than 5 models.
     """
     import pandas as pd
 
@@ -946,6 +1027,9 @@ def known_answer_control(kind="positive", n_models=12, *, noise_range=(0.0, 0.5)
         raise ValueError(f"kind must be 'positive' or 'negative', got {kind!r}.")
     if int(n_models) < 5:
         raise ValueError(f"n_models must be at least 5 for a partial correlation, got {n_models}.")
+    measures = ("id_cv", "local_id", "participation_ratio", "mean_id")
+    if x not in measures:
+        raise ValueError(f"x must be one of {measures}, got {x!r}.")
     rng = check_random_state(random_state)
     n_models = int(n_models)
     noise = rng.uniform(*noise_range, size=n_models)
@@ -963,12 +1047,13 @@ def known_answer_control(kind="positive", n_models=12, *, noise_range=(0.0, 0.5)
         prof = id_profile(reps[m], ks, estimators=("gride",), random_state=rng)
         ids = prof.ids["gride"]
         other = reps[m] if kind == "positive" else reps[n_models + m]
+        dims_m = local_global_dimension(reps[m], profile=ids, n_local=n_local)
         rows.append({"model": f"toy-{m:02d}", "noise": float(noise[m]), "latent_dim": int(dims[m]),
                      "mean_id": float(np.mean(ids)),
                      "id_cv": float(dimensional_stability(ids, prof.ks, method="cv")),
-                     "alignment": _heldout_ridge_r(other, brain)})
+                     **dims_m, "alignment": _heldout_ridge_r(other, brain)})
     scores = pd.DataFrame(rows)
-    result = across_models(scores, "id_cv", "alignment", covariates=covariates,
+    result = across_models(scores, x, "alignment", covariates=covariates,
                            n_permutations=n_permutations, n_bootstrap=n_bootstrap, random_state=rng)
     return scores, result
 

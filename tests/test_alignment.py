@@ -104,6 +104,49 @@ def test_pipeline_on_representations_with_planted_order(small_world):
         relate_columns(table, "nope", "id_cv")
 
 
+def test_brain_alignment_fits_only_the_networks_and_accepts_features_of_some_stimuli(small_world):
+    """Each voxel's ridge is independent of the others, so fitting only the requested
+    networks' voxels gives the scores of a fit to every voxel; features computed on the
+    subject's images only (stimulus_index) give the same scores as full-size features."""
+    import scaleinv_utils as su
+    from scaleinv_utils.alignment import alignment_table, brain_alignment
+    from scaleinv_utils.encoding import encoding_scores
+
+    path, _ = small_world
+    subset = su.load_subset(path)
+    subj = subset.subject(1)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(len(subset.stimuli), 6))
+    X[subj.image_index, :3] += subj.betas[:, :3]  # something to predict
+    nets = ["early visual", "category"]
+    full = encoding_scores(X, subj, random_state=0).r_nc
+    out = brain_alignment(X, subj, networks=nets, n_permutations=20, random_state=0)
+    for net in nets:
+        assert out[f"encoding[{net}]"] == pytest.approx(np.nanmedian(full[subj.voxels.network == net]),
+                                                        abs=1e-9)
+    idx = subj.image_index[::-1]  # any order
+    part = brain_alignment(X[idx], subj, networks=nets, n_permutations=20, random_state=0,
+                           stimulus_index=idx)
+    assert part == pytest.approx(out, abs=1e-9)
+    test_only = subj.image_index[subj.test]
+    cka = brain_alignment(X[test_only], subj, networks=nets, n_permutations=20, random_state=0,
+                          encoding=False, stimulus_index=test_only)
+    assert not any(k.startswith("encoding") for k in cka)
+    assert cka["cka[category]"] == pytest.approx(out["cka[category]"], abs=1e-12)
+    with pytest.raises(ValueError, match="lacks .* stimuli the subject uses"):
+        brain_alignment(X[test_only], subj, networks=nets, stimulus_index=test_only)
+    with pytest.raises(ValueError, match="not both"):
+        brain_alignment(X[subj.image_index], subj, aligned=True, stimulus_index=subj.image_index)
+    t_full = alignment_table({"m": X}, subj, networks=nets, n_null=1, n_permutations=20,
+                             n_anchors=100, encoding=False, progress=False)
+    t_part = alignment_table({"m": X[idx]}, subj, networks=nets, n_null=1, n_permutations=20,
+                             n_anchors=100, encoding=False, stimulus_index=idx, progress=False)
+    pd.testing.assert_frame_equal(t_full, t_part)
+    assert "encoding[category]" not in t_full.columns
+    with pytest.raises(ValueError, match="rows for the 5 entries of stimulus_index"):
+        alignment_table({"m": X}, subj, stimulus_index=idx[:5], progress=False)
+
+
 def test_calibrated_cka_null_matches_linear_cka_on_shuffles():
     from scaleinv_utils import similarity as sm
     from scaleinv_utils.alignment import _linear_cka_shuffle_null
@@ -255,6 +298,17 @@ def test_positive_control_finds_the_planted_relation():
         assert st.spearman(scores.noise, scores.id_cv) > 0.5
         assert st.spearman(scores.noise, scores.alignment) < -0.5
         assert res.verdict(direction="less").verdict == "supports", str(res)
+
+
+def test_positive_control_of_the_local_dimension():
+    """The noise dial adds dimensions at small scales: the local ID rises with it and the
+    alignment falls, so the companion claim's pipeline must find rho(local ID, alignment) < 0."""
+    scores, res = known_answer_control("positive", 12, n_samples=200, n_permutations=499,
+                                       n_bootstrap=300, x="local_id", random_state=0)
+    assert st.spearman(scores.noise, scores.local_id) > 0.5
+    assert res.x == "local_id" and res.verdict(direction="less").verdict == "supports", str(res)
+    with pytest.raises(ValueError, match="x must be one of"):
+        known_answer_control("positive", 6, x="nope")
 
 
 def test_negative_control_p_values_are_roughly_uniform_over_seeds():
