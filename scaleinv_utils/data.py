@@ -150,6 +150,7 @@ class SubjectData:
         self.voxels = voxels
         self.affine = affine
         self._trials = None
+        self._trial_columns = None   # set by select_voxels: the columns of the file's trials
 
     def __repr__(self):
         return (f"SubjectData({self.subject!r}, space={self.space!r}, "
@@ -174,9 +175,57 @@ class SubjectData:
         if self._trials is None:
             import h5py
             with h5py.File(self.path, "r") as f:
-                self._trials = (f["trial_betas"][()], f["trial_image_index"][()],
-                                f["trial_session"][()])
+                trials = f["trial_betas"][()]
+                if self._trial_columns is not None:
+                    trials = trials[:, self._trial_columns]
+                self._trials = (trials, f["trial_image_index"][()], f["trial_session"][()])
         return self._trials
+
+    def select_voxels(self, voxels):
+        """The same subject restricted to some voxels (e.g. one network).
+
+        Parameters
+        ----------
+        voxels : array-like of bool of shape (n_voxels,) or of int
+            A mask or voxel indices.
+
+        Returns
+        -------
+        subj : SubjectData
+            Betas, ncsnr, voxel info and (when read) single trials of those voxels
+            only; images, split and repeat counts are shared with this one. Every
+            per-voxel analysis (an encoding model's fit, its noise ceiling) gives
+            the same values for a voxel as on the whole subject.
+
+        Raises
+        ------
+        ValueError
+            If the mask has the wrong length or an index is out of range.
+        """
+        v = np.asarray(voxels)
+        if v.dtype == bool:
+            if v.shape != (self.n_voxels,):
+                raise ValueError(f"voxels must be a boolean mask of shape ({self.n_voxels},), "
+                                 f"got shape {v.shape}.")
+            cols = np.flatnonzero(v)
+        else:
+            if v.ndim != 1 or not np.issubdtype(v.dtype, np.integer):
+                raise ValueError("voxels must be a boolean mask or a 1-D array of voxel indices, "
+                                 f"got dtype {v.dtype} and shape {v.shape}.")
+            if v.size and (v.min() < 0 or v.max() >= self.n_voxels):
+                raise ValueError(f"voxels must index [0, {self.n_voxels - 1}], got values from "
+                                 f"{v.min()} to {v.max()}.")
+            cols = v
+        info = VoxelInfo(**{name: getattr(self.voxels, name)[cols]
+                            for name in ("roi", "network", "vertex", "hemi", "ijk")})
+        out = SubjectData(self.path, self.subject, self.space, self.image_index, self.split,
+                          self.betas[:, cols], self.n_trials, self.ncsnr[cols], info, self.affine)
+        parent = (np.arange(self.n_voxels) if self._trial_columns is None
+                  else np.asarray(self._trial_columns))
+        out._trial_columns = parent[cols]
+        if self._trials is not None:
+            out._trials = (self._trials[0][:, cols],) + self._trials[1:]
+        return out
 
     @property
     def trial_betas(self):

@@ -1994,18 +1994,19 @@ def compare_feature_sets(feature_sets, Y, *, train, test, networks, noise_ceilin
     rng = check_random_state(random_state)
     n_test = int(test_m.sum())
     boot_idx = rng.integers(0, n_test, size=(int(n_boot), n_test))
-    shuffles = np.array([rng.permutation(n_test) for _ in range(int(n_shuffles))])
+    shuffles = np.array([rng.permutation(n_test) for _ in range(int(n_shuffles))],
+                        dtype=int).reshape(int(n_shuffles), n_test)
     Yte = Y[test_m]
     est, boots, nulls = {}, {}, {}
     for name, A in feature_sets.items():
         X = check_array(A, f"feature_sets[{name!r}]", min_samples=4)
         check_consistent_samples(**{f"feature_sets[{name!r}]": X, "Y": Y})
         P = _best_an_test_r(X, Y, train_m, test_m)
-        score = lambda rows_y, rows_p: stats.pearson(Yte[rows_y], P[rows_p], axis=0) / scale
-        est[name] = _network_medians(score(slice(None), slice(None)), codes, len(keys))
-        boots[name] = np.array([_network_medians(score(b, b), codes, len(keys)) for b in boot_idx])
-        nulls[name] = np.array([_network_medians(score(s, slice(None)), codes, len(keys))
-                                for s in shuffles])
+        est[name] = _network_medians(stats.pearson(Yte, P, axis=0) / scale, codes, len(keys))
+        boots[name] = _network_medians(stats.pearson_bootstrap(Yte, P, boot_idx) / scale, codes,
+                                       len(keys))
+        nulls[name] = _network_medians(stats.pearson_permuted(P, Yte, shuffles) / scale, codes,
+                                       len(keys))
     if base_keys:
         base_est = np.mean([est[b] for b in base_keys], axis=0)
         base_each = np.array([est[b] for b in base_keys])

@@ -38,6 +38,8 @@ __all__ = [
     "gaussian_surrogate",
     "partial_correlation",
     "pearson",
+    "pearson_bootstrap",
+    "pearson_permuted",
     "percentile_interval",
     "permutation_pvalue",
     "spearman",
@@ -126,6 +128,113 @@ def pearson(x, y, axis=0, *, constant="nan"):
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(bad, np.nan, sxy / np.sqrt(sxx * syy))
     return _scalar_or_array(np.clip(r, -1.0, 1.0))
+
+
+def _columns_pair(x, y):
+    x = _as_float(x, "x")
+    y = _as_float(y, "y")
+    if x.ndim == 1:
+        x = x[:, None]
+    if y.ndim == 1:
+        y = y[:, None]
+    if x.ndim != 2 or y.ndim != 2 or x.shape != y.shape:
+        raise ValueError(f"x and y must be arrays of the same shape (n, n_columns), got {x.shape} "
+                         f"and {y.shape}.")
+    if x.shape[0] < 2:
+        raise ValueError(f"a correlation needs at least 2 observations, got {x.shape[0]}.")
+    return x, y
+
+
+def _row_indices(rows, n, name):
+    r = np.asarray(rows)
+    if r.ndim != 2 or r.shape[1] != n or not np.issubdtype(r.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer array of shape (n_resamples, {n}), got "
+                         f"shape {r.shape} and dtype {r.dtype}.")
+    if r.size and (r.min() < 0 or r.max() >= n):
+        raise ValueError(f"{name} must hold row indices in [0, {n - 1}], got values from "
+                         f"{r.min()} to {r.max()}.")
+    return r
+
+
+def _finish_r(sxy, sxx, syy, tol_x, tol_y):
+    bad = (sxx <= tol_x) | (syy <= tol_y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(bad, np.nan, sxy / np.sqrt(np.clip(sxx, 0, None) * np.clip(syy, 0, None)))
+    return np.clip(r, -1.0, 1.0)
+
+
+def pearson_bootstrap(x, y, rows):
+    """Column-wise Pearson r on many row resamples at once.
+
+    ``out[b] == pearson(x[rows[b]], y[rows[b]], axis=0)`` up to rounding (about
+    1e-12): a resample that repeats rows is a weighted sample, so every
+    replicate's sums are one matrix product of the resamples' row counts with the
+    centred data, instead of a pass over a gathered copy.
+
+    Parameters
+    ----------
+    x, y : array-like of shape (n, n_columns) or (n,)
+    rows : array-like of int of shape (n_resamples, n)
+        Row indices of each resample (drawn with replacement).
+
+    Returns
+    -------
+    r : ndarray of shape (n_resamples, n_columns)
+        NaN where a column is constant on a resample (within the rounding bound
+        of :func:`pearson`, taken on the whole column).
+    """
+    x, y = _columns_pair(x, y)
+    n = x.shape[0]
+    rows = _row_indices(rows, n, "rows")
+    counts = np.zeros((rows.shape[0], n))
+    np.add.at(counts, (np.arange(rows.shape[0])[:, None], rows), 1.0)
+    xc, yc = x - x.mean(axis=0), y - y.mean(axis=0)   # centring first keeps the sums exact-ish
+    sx, sy = counts @ xc, counts @ yc
+    sxx = counts @ (xc * xc) - sx * sx / n
+    syy = counts @ (yc * yc) - sy * sy / n
+    sxy = counts @ (xc * yc) - sx * sy / n
+    eps = np.finfo(np.float64).eps
+    tol_x = (eps * n * np.abs(x).max(axis=0)) ** 2
+    tol_y = (eps * n * np.abs(y).max(axis=0)) ** 2
+    return _finish_r(sxy, sxx, syy, tol_x, tol_y)
+
+
+def pearson_permuted(x, y, permutations, *, chunk_size=32):
+    """Column-wise Pearson r of x against row-permuted y, for many permutations.
+
+    ``out[s] == pearson(x, y[permutations[s]], axis=0)`` up to rounding: a
+    permutation leaves every column's mean and spread unchanged, so only the
+    cross products are recomputed.
+
+    Parameters
+    ----------
+    x, y : array-like of shape (n, n_columns) or (n,)
+    permutations : array-like of int of shape (n_permutations, n)
+        Each row a permutation of ``range(n)``.
+    chunk_size : int
+        Permutations gathered at a time (memory: chunk_size x n x n_columns floats).
+
+    Returns
+    -------
+    r : ndarray of shape (n_permutations, n_columns)
+    """
+    x, y = _columns_pair(x, y)
+    n = x.shape[0]
+    perms = _row_indices(permutations, n, "permutations")
+    if perms.size and not np.array_equal(np.sort(perms, axis=1),
+                                         np.broadcast_to(np.arange(n), perms.shape)):
+        raise ValueError("permutations must hold one permutation of range(n) per row; use "
+                         "pearson_bootstrap for resamples drawn with replacement.")
+    xc, yc = x - x.mean(axis=0), y - y.mean(axis=0)
+    sxx, syy = (xc * xc).sum(axis=0), (yc * yc).sum(axis=0)
+    sxy = np.empty((perms.shape[0], x.shape[1]))
+    for start in range(0, perms.shape[0], int(chunk_size)):
+        block = perms[start:start + int(chunk_size)]
+        sxy[start:start + len(block)] = np.einsum("snm,nm->sm", yc[block], xc, optimize=False)
+    eps = np.finfo(np.float64).eps
+    tol_x = (eps * n * np.abs(x).max(axis=0)) ** 2
+    tol_y = (eps * n * np.abs(y).max(axis=0)) ** 2
+    return _finish_r(sxy, sxx[None], syy[None], tol_x, tol_y)
 
 
 def _rank(a, axis):

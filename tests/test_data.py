@@ -234,3 +234,39 @@ def test_corrupt_demo_world_is_rebuilt(tmp_path):
     with pytest.warns(UserWarning, match="rebuilding"):
         subset = load_subset("demo", **kw)
     assert subset.subject(1).betas.shape[0] == 60
+
+
+def test_select_voxels_keeps_each_voxels_data_and_encoding_scores(small_world):
+    from scaleinv_utils import encoding
+    subj = load_subset(small_world[0]).subject(1)
+    mask = np.asarray(subj.voxels.network) == "category"
+    part = subj.select_voxels(mask)
+    assert part.n_voxels == mask.sum() and set(part.voxels.network) == {"category"}
+    np.testing.assert_array_equal(part.betas, subj.betas[:, mask])
+    np.testing.assert_array_equal(part.trial_betas, subj.trial_betas[:, mask])
+    np.testing.assert_array_equal(part.noise_ceiling("test"), subj.noise_ceiling("test")[mask])
+    # indices, twice over: trials read after a second selection keep the right columns
+    idx = np.flatnonzero(mask)[[0, 3, 5]]
+    twice = subj.select_voxels(np.flatnonzero(mask)).select_voxels(np.array([0, 3, 5]))
+    fresh = load_subset(small_world[0]).subject(1).select_voxels(np.flatnonzero(mask))
+    np.testing.assert_array_equal(fresh.select_voxels(np.array([0, 3, 5])).trial_betas,
+                                  subj.trial_betas[:, idx])
+    np.testing.assert_array_equal(twice.betas, subj.betas[:, idx])
+    # a voxel's ridge model (its own penalty) does not depend on the other voxels
+    rng = np.random.default_rng(0)
+    X = subj.betas @ rng.normal(size=(subj.n_voxels, 6)) + rng.normal(size=(subj.betas.shape[0], 6))
+    feats = np.zeros((subj.image_index.max() + 1, 6))
+    feats[subj.image_index] = X
+    whole = encoding.encoding_scores(feats, subj, alphas=np.logspace(-1, 4, 6))
+    sub = encoding.encoding_scores(feats, part, alphas=np.logspace(-1, 4, 6))
+    np.testing.assert_allclose(sub.r2, whole.r2[mask], atol=1e-10)
+
+
+def test_select_voxels_bad_input(small_world):
+    subj = load_subset(small_world[0]).subject(1)
+    with pytest.raises(ValueError, match="boolean mask of shape"):
+        subj.select_voxels(np.ones(3, bool))
+    with pytest.raises(ValueError, match="must index"):
+        subj.select_voxels(np.array([subj.n_voxels]))
+    with pytest.raises(ValueError, match="dtype float64"):
+        subj.select_voxels(np.array([0.5]))

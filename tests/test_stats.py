@@ -69,6 +69,39 @@ def test_pearson_constant_and_bad_input():
         st.spearman([1.0, np.nan, 2.0], [1.0, 2.0, 3.0])
 
 
+
+def test_pearson_bootstrap_and_permuted_equal_a_loop_of_pearson():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 7))
+    y = 0.5 * x + rng.normal(size=(40, 7))
+    y[:, 3] = 2.5                                  # a constant column: NaN, like pearson
+    rows = rng.integers(0, 40, size=(25, 40))
+    loop = np.array([st.pearson(x[b], y[b], axis=0) for b in rows])
+    np.testing.assert_allclose(st.pearson_bootstrap(x, y, rows), loop, atol=1e-12, equal_nan=True)
+    perms = np.array([rng.permutation(40) for _ in range(25)])
+    loop = np.array([st.pearson(x, y[s], axis=0) for s in perms])
+    got = st.pearson_permuted(x, y, perms, chunk_size=4)
+    np.testing.assert_allclose(got, loop, atol=1e-12, equal_nan=True)
+    assert np.isnan(got[:, 3]).all()
+    # the identity resample is the plain correlation
+    ident = np.arange(40)[None]
+    np.testing.assert_allclose(st.pearson_bootstrap(x, y, ident)[0], st.pearson(x, y), atol=1e-12,
+                               equal_nan=True)
+    np.testing.assert_allclose(st.pearson_bootstrap(x[:, 0], y[:, 0], rows)[:, 0],
+                               [st.pearson(x[b, 0], y[b, 0]) for b in rows], atol=1e-12)
+
+
+def test_pearson_resampled_bad_input():
+    x = np.zeros((10, 2)) + np.arange(10)[:, None]
+    with pytest.raises(ValueError, match="rows must be an integer array of shape"):
+        st.pearson_bootstrap(x, x, np.zeros((3, 9), int))
+    with pytest.raises(ValueError, match=r"row indices in \[0, 9\]"):
+        st.pearson_bootstrap(x, x, np.full((3, 10), 10))
+    with pytest.raises(ValueError, match="one permutation of range"):
+        st.pearson_permuted(x, x, np.zeros((2, 10), int))
+    with pytest.raises(ValueError, match="same shape"):
+        st.pearson_permuted(x, x[:, :1], np.arange(10)[None])
+
 @FAST
 @given(_finite_vectors())
 def test_correlations_bounded_and_symmetric(xy):

@@ -48,8 +48,12 @@ def evaluate_retrieval(model, images, captions):
         ``top1`` and ``top5`` accuracy, ``chance_top1`` (expected top-1 of a
         random ranking), ``median_rank`` of the image's own first caption.
     """
+    return _retrieval(model, _encode(model, images=images), captions)
+
+
+def _retrieval(model, zi, captions):
+    """evaluate_retrieval on normalised image embeddings zi."""
     first = [c[0] for c in captions]
-    zi = _encode(model, images=images)
     zt = _encode(model, texts=first)
     sim = zi @ zt.T
     order = np.argsort(-sim, axis=1, kind="stable")
@@ -84,11 +88,15 @@ def zero_shot_classify(model, images, class_names, template="a photo of a {}."):
     logits : ndarray of shape (n_samples, n_classes)
         Cosine similarities.
     """
+    return _zero_shot(model, _encode(model, images=images), class_names, template)
+
+
+def _zero_shot(model, zi, class_names, template):
+    """zero_shot_classify on normalised image embeddings zi."""
     templates = [template] if isinstance(template, str) else list(template)
     for t in templates:
         if "{}" not in t:
             raise ValueError(f"template must contain '{{}}' for the class name, got {t!r}.")
-    zi = _encode(model, images=images)
     zt = np.stack([_encode(model, texts=[t.format(c) for t in templates]).mean(axis=0)
                    for c in class_names])
     zt /= np.linalg.norm(zt, axis=1, keepdims=True)
@@ -139,12 +147,13 @@ def demo_quality(model, subset):
                 metrics[f"{attribute}_accuracy"] = float(np.mean(pred == truth[attribute][test]))
                 metrics[f"chance_{attribute}"] = 1.0 / len(names[attribute])
         return _rounded(metrics)
-    metrics.update(evaluate_retrieval(model, st.images[test], [st.captions[i] for i in test]))
-    pred, _ = zero_shot_classify(model, st.images[test], names["category"])
+    zi = _encode(model, images=st.images[test])   # once, for retrieval and both zero-shot tasks
+    metrics.update(_retrieval(model, zi, [st.captions[i] for i in test]))
+    pred, _ = _zero_shot(model, zi, names["category"], "a photo of a {}.")
     metrics["zero_shot_accuracy"] = float(np.mean(pred == truth["category"][test]))
     # colour, prompted over every category name ("a picture of a red ball", ...)
-    pred, _ = zero_shot_classify(model, st.images[test], names["colour"],
-                                 template=[f"a picture of a {{}} {c}" for c in names["category"]])
+    pred, _ = _zero_shot(model, zi, names["colour"],
+                         [f"a picture of a {{}} {c}" for c in names["category"]])
     metrics["zero_shot_colour_accuracy"] = float(np.mean(pred == truth["colour"][test]))
     metrics["chance_colour"] = 1.0 / len(names["colour"])
     return _rounded(metrics)
@@ -242,8 +251,10 @@ def best_layer_scores(model, subset, *, subject=None, voxels=None, alphas=None, 
                          f"got shape {mask.shape}.")
     feats = get_features(model, subset.stimuli, layers="all", device=device, progress=False)
     alphas = np.logspace(-1, 6, 15) if alphas is None else alphas
-    res = encoding.layerwise_encoding(feats, subj, alphas=alphas, score="r2_nc")
-    S = res.scores[:, mask]
+    # each voxel's ridge (its own penalty) ignores the others, so fit the selected ones only
+    res = encoding.layerwise_encoding(feats, subj.select_voxels(mask), alphas=alphas,
+                                      score="r2_nc")
+    S = res.scores
     best = int(np.nanargmax(np.nanmedian(S, axis=1)))
     return S[best], res.layers[best]
 
