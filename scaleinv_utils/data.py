@@ -43,7 +43,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -216,8 +216,8 @@ class SubjectData:
                 raise ValueError(f"voxels must index [0, {self.n_voxels - 1}], got values from "
                                  f"{v.min()} to {v.max()}.")
             cols = v
-        info = VoxelInfo(**{name: getattr(self.voxels, name)[cols]
-                            for name in ("roi", "network", "vertex", "hemi", "ijk")})
+        info = VoxelInfo(**{f.name: getattr(self.voxels, f.name)[cols]
+                            for f in fields(VoxelInfo)})
         out = SubjectData(self.path, self.subject, self.space, self.image_index, self.split,
                           self.betas[:, cols], self.n_trials, self.ncsnr[cols], info, self.affine)
         parent = (np.arange(self.n_voxels) if self._trial_columns is None

@@ -44,10 +44,14 @@ __all__ = [
     "permutation_pvalue",
     "spearman",
     "Verdict",
+    "VERDICT_CODES",
     "verdict",
 ]
 
 _ALTERNATIVES = ("greater", "less", "two-sided")
+
+#: A verdict as a number a chapter can record (``Verdict.code``; also for verdict columns).
+VERDICT_CODES = {"supports": 1, "inconclusive": 0, "contradicts": -1}
 
 
 def _as_float(a, name):
@@ -118,16 +122,25 @@ def pearson(x, y, axis=0, *, constant="nan"):
     sxx = (xc * xc).sum(axis=axis)
     syy = (yc * yc).sum(axis=axis)
     sxy = (xc * yc).sum(axis=axis)
-    # A vector constant up to rounding has a tiny but non-zero spread after centring.
-    tol_x = (np.finfo(np.float64).eps * n * np.abs(x).max(axis=axis)) ** 2
-    tol_y = (np.finfo(np.float64).eps * n * np.abs(y).max(axis=axis)) ** 2
-    bad = (sxx <= tol_x) | (syy <= tol_y)
-    if constant == "raise" and np.any(bad):
+    tol_x, tol_y = _constant_tolerance(x, n, axis), _constant_tolerance(y, n, axis)
+    if constant == "raise" and np.any((sxx <= tol_x) | (syy <= tol_y)):
         which = "x" if np.any(sxx <= tol_x) else "y"
         raise ValueError(f"{which} is constant (zero variance); its correlation is undefined.")
+    return _scalar_or_array(_finish_r(sxy, sxx, syy, tol_x, tol_y))
+
+
+def _constant_tolerance(v, n, axis):
+    """Centred sum of squares below which v counts as constant: a vector constant up to
+    rounding has a tiny but non-zero spread after centring."""
+    return (np.finfo(np.float64).eps * n * np.abs(v).max(axis=axis)) ** 2
+
+
+def _finish_r(sxy, sxx, syy, tol_x, tol_y):
+    """r from centred sums; NaN where either side is constant, clipped to [-1, 1]."""
+    bad = (sxx <= tol_x) | (syy <= tol_y)
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(bad, np.nan, sxy / np.sqrt(sxx * syy))
-    return _scalar_or_array(np.clip(r, -1.0, 1.0))
+        r = np.where(bad, np.nan, sxy / np.sqrt(np.clip(sxx, 0, None) * np.clip(syy, 0, None)))
+    return np.clip(r, -1.0, 1.0)
 
 
 def _columns_pair(x, y):
@@ -154,13 +167,6 @@ def _row_indices(rows, n, name):
         raise ValueError(f"{name} must hold row indices in [0, {n - 1}], got values from "
                          f"{r.min()} to {r.max()}.")
     return r
-
-
-def _finish_r(sxy, sxx, syy, tol_x, tol_y):
-    bad = (sxx <= tol_x) | (syy <= tol_y)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(bad, np.nan, sxy / np.sqrt(np.clip(sxx, 0, None) * np.clip(syy, 0, None)))
-    return np.clip(r, -1.0, 1.0)
 
 
 def pearson_bootstrap(x, y, rows):
@@ -193,9 +199,7 @@ def pearson_bootstrap(x, y, rows):
     sxx = counts @ (xc * xc) - sx * sx / n
     syy = counts @ (yc * yc) - sy * sy / n
     sxy = counts @ (xc * yc) - sx * sy / n
-    eps = np.finfo(np.float64).eps
-    tol_x = (eps * n * np.abs(x).max(axis=0)) ** 2
-    tol_y = (eps * n * np.abs(y).max(axis=0)) ** 2
+    tol_x, tol_y = _constant_tolerance(x, n, 0), _constant_tolerance(y, n, 0)
     return _finish_r(sxy, sxx, syy, tol_x, tol_y)
 
 
@@ -231,9 +235,7 @@ def pearson_permuted(x, y, permutations, *, chunk_size=32):
     for start in range(0, perms.shape[0], int(chunk_size)):
         block = perms[start:start + int(chunk_size)]
         sxy[start:start + len(block)] = np.einsum("snm,nm->sm", yc[block], xc, optimize=False)
-    eps = np.finfo(np.float64).eps
-    tol_x = (eps * n * np.abs(x).max(axis=0)) ** 2
-    tol_y = (eps * n * np.abs(y).max(axis=0)) ** 2
+    tol_x, tol_y = _constant_tolerance(x, n, 0), _constant_tolerance(y, n, 0)
     return _finish_r(sxy, sxx[None], syy[None], tol_x, tol_y)
 
 
@@ -734,7 +736,7 @@ class Verdict:
     @property
     def code(self):
         """+1 supports, 0 inconclusive, -1 contradicts (a number a chapter can record)."""
-        return {"supports": 1, "inconclusive": 0, "contradicts": -1}[self.verdict]
+        return VERDICT_CODES[self.verdict]
 
     def __str__(self):
         p = "" if self.pvalue is None else f", p = {self.pvalue:.3g}"
