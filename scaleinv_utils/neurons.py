@@ -155,6 +155,14 @@ def an_activity(head_outputs, method="pc1"):
     return scores * orient
 
 
+def _quiet_nanmean(x, axis=0):
+    """``np.nanmean``, NaN without a RuntimeWarning where a slice has no value (a network
+    without any BN: its fraction is undefined, and the tables say so with NaN)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=axis)
+
+
 @dataclass
 class ArtificialNeurons:
     """The stimulus x AN matrix of a model and what each column is.
@@ -2151,9 +2159,9 @@ def cross_modal_test(activity_by_family, Y, *, train, networks, families=None, s
         A[tr] = A[rng.permutation(tr)]
         shuffled = dict(masks)
         shuffled[shuffle] = masks_of(A)
-        null.append(np.nanmean(fractions(shuffled[fams[0]], shuffled[fams[1]])[:, :, 2], axis=0))
+        null.append(_quiet_nanmean(fractions(shuffled[fams[0]], shuffled[fams[1]])[:, :, 2]))
     null = np.array(null)
-    mean = np.nanmean(obs, axis=0)
+    mean = _quiet_nanmean(obs)
     lo, hi = stats.percentile_interval(obs[:, :, 2], level)
     p = stats.permutation_pvalue(mean[:, 2], null, alternative="greater")
     rows = []
@@ -2206,18 +2214,20 @@ class FusionResult:
     n_ans: int = 0
     n_boot: int = 0
 
-    def table(self):
-        """The numbers as a one-column DataFrame, for display."""
+    def table(self, decimals=3):
+        """The numbers as a one-column DataFrame, for display: fractions and p-values
+        rounded to ``decimals``, the AN count an integer."""
         import pandas as pd
 
-        return pd.Series({"fused: cross-modal fraction": self.fused,
-                          "dual: cross-modal fraction": self.dual,
-                          "fused - dual": self.diff, "interval low": self.diff_ci[0],
-                          "interval high": self.diff_ci[1], "p (fused > dual)": self.pvalue,
-                          "fused, mismatched captions": self.mismatched,
-                          "fused - mismatched": self.diff_mismatched,
-                          "p (fused > mismatched)": self.pvalue_mismatched,
-                          "ANs per family": self.n_ans}).to_frame("value")
+        values = {"fused: cross-modal fraction": self.fused,
+                  "dual: cross-modal fraction": self.dual,
+                  "fused - dual": self.diff, "interval low": self.diff_ci[0],
+                  "interval high": self.diff_ci[1], "p (fused > dual)": self.pvalue,
+                  "fused, mismatched captions": self.mismatched,
+                  "fused - mismatched": self.diff_mismatched,
+                  "p (fused > mismatched)": self.pvalue_mismatched}
+        values = {k: round(float(v), decimals) for k, v in values.items()}
+        return pd.Series({**values, "ANs per family": int(self.n_ans)}, dtype=object).to_frame("value")
 
 
 def fusion_test(dual, fused, Y, *, train=None, mismatched=None, n_ans=None, n_subsamples=20,

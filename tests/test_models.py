@@ -55,6 +55,14 @@ def test_demo_metadata_follows_the_zoo():
     assert rnd.n_pretraining_images == 0 and not rnd.has_language
 
 
+def test_pretrained_fused_models_expose_their_decoder_and_dual_encoders_do_not():
+    """Chapter 7's B4 reads a fused model's decoder heads (modality "multimodal") on real data too."""
+    for name in M.list_models("pretrained"):
+        info = M.model_info(name)
+        assert ("multimodal" in info.modalities) == (info.fusion == "fused"), name
+    assert "multimodal" in M.model_info("coca-vit-b-32-laion2b").modalities
+
+
 def test_catalogue_is_rebuilt_when_the_weights_json_changes(tmp_path, monkeypatch):
     """The catalogue is cached, but never stale: retraining rewrites the JSON it reads."""
     import json
@@ -397,10 +405,14 @@ def test_coca_models_retrieve_captions(shipped_quality):
 
 
 def test_shipped_metrics_are_reproduced_from_the_files(shipped_quality):
+    """Fractions of the 200 held-out images within 2 images; the median rank within one half
+    step: it is an order statistic of integer ranks, and one near-tie between two captions
+    can flip with the CPU's float rounding (measured: 14.0 here for a recorded 14.5)."""
     record = _shipped()
     for name, rec in record["models"].items():
         for key, value in rec["metrics"].items():
-            assert shipped_quality[name][key] == pytest.approx(value, abs=0.011), (name, key)
+            tolerance = 0.5 if key == "median_rank" else 0.011
+            assert shipped_quality[name][key] == pytest.approx(value, abs=tolerance), (name, key)
 
 
 # ---------------------------------------------------------------------------

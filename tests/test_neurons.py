@@ -681,6 +681,9 @@ def test_fusion_test_finds_planted_fusion_and_not_its_absence(seed):
     assert r_pos.mismatched < 0.05 and r_pos.pvalue_mismatched <= 0.01
     assert r_pos.fused_ci[0] <= r_pos.fused <= r_pos.fused_ci[1]
     assert r_pos.n_ans == 24 and list(r_pos.table().index)[0] == "fused: cross-modal fraction"
+    shown = r_pos.table(decimals=2)["value"]
+    assert shown["ANs per family"] == 24 and isinstance(shown["ANs per family"], int)
+    assert shown["fused - dual"] == round(r_pos.diff, 2)
 
 
 def test_fusion_test_errors():

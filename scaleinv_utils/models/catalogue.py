@@ -97,7 +97,9 @@ def _clip(name, arch, tag, family, n_params, dataset, n_pairs, seen, fusion="dua
                      weights=tag, family=family, n_params=n_params, pretraining_dataset=dataset,
                      n_pretraining_pairs=n_pairs, n_pretraining_images=n_pairs,
                      samples_seen=seen, has_language=True, has_vision=True, fusion=fusion,
-                     modalities=("image", "text"), reference=reference, description=description)
+                     # a fused model's cross-attention decoder is a third tower (image + caption)
+                     modalities=("image", "text", "multimodal") if fusion == "fused" else ("image", "text"),
+                     reference=reference, description=description)
 
 
 def _imagenet(name, arch, tag, family, n_params, description):
