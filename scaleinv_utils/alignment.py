@@ -21,7 +21,7 @@ from ._validation import check_array, check_consistent_samples, check_random_sta
 __all__ = ["Relation", "relate", "save_table", "load_table", "scale_invariance",
            "brain_alignment", "alignment_table", "relate_columns", "summarise_layers",
            "AcrossModels", "across_models", "across_models_table", "local_global_dimension",
-           "dial_family", "known_answer_control", "choose_real_models"]
+           "dial_family", "known_answer_control", "data_ladder_control", "choose_real_models"]
 
 
 @dataclass(frozen=True)
@@ -963,6 +963,22 @@ def _heldout_ridge_r(X, Y, alpha=1.0, train_fraction=0.7):
     return float(np.median(_stats.pearson(pred, Y[n_train:], axis=0)))
 
 
+def _dial_scores(rep, aligned_rep, brain, ks, n_local, rng):
+    """One toy model's scale-invariance measures (of ``rep``) and alignment (of ``aligned_rep``)."""
+    from .dimension import dimensional_stability, id_profile
+    prof = id_profile(rep, ks, estimators=("gride",), random_state=rng)
+    ids = prof.ids["gride"]
+    return {"mean_id": float(np.mean(ids)),
+            "id_cv": float(dimensional_stability(ids, prof.ks, method="cv")),
+            **local_global_dimension(rep, profile=ids, n_local=n_local),
+            "alignment": _heldout_ridge_r(aligned_rep, brain)}
+
+
+def _default_toy_scales(n_samples):
+    from .neighbors import scale_grid
+    return scale_grid(n_samples, n_scales=8, k_min=5, k_max=max(6, n_samples // 8))
+
+
 def known_answer_control(kind="positive", n_models=12, *, noise_range=(0.0, 0.5), latent_range=(3, 3),
                          covariates=(), n_samples=300, ks=None, n_permutations=999, n_bootstrap=500,
                          x="id_cv", n_local=3, random_state=None, **family_kwargs):
@@ -1021,8 +1037,6 @@ def known_answer_control(kind="positive", n_models=12, *, noise_range=(0.0, 0.5)
     """
     import pandas as pd
 
-    from .dimension import dimensional_stability, id_profile
-    from .neighbors import scale_grid
     if kind not in ("positive", "negative"):
         raise ValueError(f"kind must be 'positive' or 'negative', got {kind!r}.")
     if int(n_models) < 5:
@@ -1041,21 +1055,106 @@ def known_answer_control(kind="positive", n_models=12, *, noise_range=(0.0, 0.5)
     reps, brain = dial_family(noise[:n_family], dims[:n_family], n_samples=n_samples, random_state=rng,
                               **family_kwargs)
     if ks is None:
-        ks = scale_grid(n_samples, n_scales=8, k_min=5, k_max=max(6, n_samples // 8))
+        ks = _default_toy_scales(n_samples)
     rows = []
     for m in range(n_models):
-        prof = id_profile(reps[m], ks, estimators=("gride",), random_state=rng)
-        ids = prof.ids["gride"]
         other = reps[m] if kind == "positive" else reps[n_models + m]
-        dims_m = local_global_dimension(reps[m], profile=ids, n_local=n_local)
         rows.append({"model": f"toy-{m:02d}", "noise": float(noise[m]), "latent_dim": int(dims[m]),
-                     "mean_id": float(np.mean(ids)),
-                     "id_cv": float(dimensional_stability(ids, prof.ks, method="cv")),
-                     **dims_m, "alignment": _heldout_ridge_r(other, brain)})
+                     **_dial_scores(reps[m], other, brain, ks, n_local, rng)})
     scores = pd.DataFrame(rows)
     result = across_models(scores, x, "alignment", covariates=covariates,
                            n_permutations=n_permutations, n_bootstrap=n_bootstrap, random_state=rng)
     return scores, result
+
+
+def data_ladder_control(kind="positive", sizes=(1000, 2000, 4000, 8000), n_seeds=3, *,
+                        noise_range=(0.05, 0.5), seed_jitter=0.03, latent_dim=3, n_samples=300,
+                        ks=None, measures=("id_cv", "alignment"), n_permutations=999, n_bootstrap=500,
+                        n_local=3, random_state=None, **family_kwargs):
+    """Run A4's more-data test on a family whose answer is known.
+
+    A4's "more data" rows correlate a measure with the (log) training-set size
+    across a data ladder, seeds as separate models. Here each model of the
+    ladder is a member of :func:`dial_family` (one stimulus set and toy brain
+    for all). ``"positive"``: training-set size sets the noise dial, from
+    ``noise_range[1]`` at the smallest size down to ``noise_range[0]`` at the
+    largest (linear in log size, each seed jittered by up to ``seed_jitter``),
+    so more data gives a more stable ID profile (lower ``id_cv``) and a
+    better alignment: the test must find both. ``"negative"``: each model's
+    noise is drawn uniformly from ``noise_range`` whatever its size, so size
+    says nothing; the p-values must be uniform over seeds.
+
+    Parameters
+    ----------
+    kind : {"positive", "negative"}
+    sizes : sequence of int
+        Training-set sizes of the ladder's rungs (>= 2 distinct, all > 0).
+    n_seeds : int
+        Models per rung.
+    noise_range : (float, float)
+    seed_jitter : float
+    latent_dim : int
+        Latent coordinates every member embeds.
+    n_samples : int
+    ks : array-like of int or None
+        Scale grid; default as in :func:`known_answer_control`.
+    measures : sequence of str
+        Columns of ``scores`` tested against ``log_pairs``.
+    n_permutations, n_bootstrap, n_local : int
+    random_state : int, numpy Generator or None
+    **family_kwargs
+        Passed to :func:`dial_family`.
+
+    Returns
+    -------
+    scores : pandas.DataFrame
+        One row per model: ``model``, ``n_pairs``, ``log_pairs``, ``noise``,
+        ``mean_id``, ``id_cv``, ``local_id``, ``participation_ratio``, ``alignment``.
+    results : dict of str to AcrossModels
+        For each measure, :func:`across_models` of ``log_pairs`` and the
+        measure (no covariates, as in the chapter's A4 rows).
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind or measure, fewer than 2 distinct sizes, a size
+        <= 0, or fewer than 5 models in all.
+    """
+    import pandas as pd
+
+    if kind not in ("positive", "negative"):
+        raise ValueError(f"kind must be 'positive' or 'negative', got {kind!r}.")
+    sizes = np.asarray(sizes, dtype=float)
+    if sizes.ndim != 1 or np.unique(sizes).size < 2 or (sizes <= 0).any():
+        raise ValueError(f"sizes must be at least 2 distinct positive training-set sizes, got "
+                         f"{sizes.tolist()}.")
+    n_seeds = int(n_seeds)
+    if sizes.size * n_seeds < 5:
+        raise ValueError(f"sizes x n_seeds must give at least 5 models, got {sizes.size} x {n_seeds}.")
+    known = ("mean_id", "id_cv", "local_id", "participation_ratio", "alignment")
+    unknown = [m for m in measures if m not in known]
+    if unknown:
+        raise ValueError(f"measures must be among {known}, got {unknown}.")
+    rng = check_random_state(random_state)
+    log_sizes = np.repeat(np.log10(sizes), n_seeds)
+    lo, hi = noise_range
+    if kind == "positive":
+        frac = (log_sizes - log_sizes.min()) / (log_sizes.max() - log_sizes.min())
+        noise = hi - (hi - lo) * frac + rng.uniform(-seed_jitter, seed_jitter, size=frac.size)
+        noise = np.clip(noise, 0.0, None)
+    else:
+        noise = rng.uniform(lo, hi, size=log_sizes.size)
+    reps, brain = dial_family(noise, np.full(noise.size, latent_dim), n_samples=n_samples,
+                              random_state=rng, **family_kwargs)
+    if ks is None:
+        ks = _default_toy_scales(n_samples)
+    rows = [{"model": f"toy-{round(10 ** ls)}-s{i % n_seeds}", "n_pairs": round(10 ** ls),
+             "log_pairs": float(ls), "noise": float(a), **_dial_scores(rep, rep, brain, ks, n_local, rng)}
+            for i, (ls, a, rep) in enumerate(zip(log_sizes, noise, reps))]
+    scores = pd.DataFrame(rows)
+    results = {m: across_models(scores, "log_pairs", m, covariates=(), n_permutations=n_permutations,
+                                n_bootstrap=n_bootstrap, random_state=rng) for m in measures}
+    return scores, results
 
 
 # ---------------------------------------------------------------------------

@@ -165,8 +165,8 @@ def test_calibrated_cka_null_matches_linear_cka_on_shuffles():
 # --------------------------------------------------------------------------- across models, honestly
 from scaleinv_utils import stats as st  # noqa: E402
 from scaleinv_utils.alignment import (across_models, across_models_table, choose_real_models,  # noqa: E402
-                                      dial_family, known_answer_control, local_global_dimension,
-                                      summarise_layers)
+                                      data_ladder_control, dial_family, known_answer_control,
+                                      local_global_dimension, summarise_layers)
 
 
 def _scores(n=10, subjects=("subj01", "subj02"), seed=0, effect=0.0):
@@ -318,6 +318,41 @@ def test_negative_control_p_values_are_roughly_uniform_over_seeds():
     # Binomial(20, 0.05): P(>= 4 below 0.05) = 0.016; uniform p have mean 0.5 (sd of the mean 0.065)
     assert np.sum(p <= 0.05) <= 3
     assert 0.3 < p.mean() < 0.7
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_data_ladder_positive_control_finds_more_data_helps(seed):
+    """Size sets the noise dial: A4's more-data test must find a falling ID CV and a rising
+    alignment with the (log) training-set size."""
+    scores, res = data_ladder_control("positive", n_samples=200, n_permutations=499, n_bootstrap=300,
+                                      random_state=seed)
+    assert len(scores) == 12 and set(scores.n_pairs) == {1000, 2000, 4000, 8000}
+    assert st.spearman(scores.log_pairs, scores.noise) < -0.8   # the plant
+    assert res["id_cv"].x == "log_pairs" and res["id_cv"].covariates == ()
+    assert res["id_cv"].verdict(direction="less").verdict == "supports", str(res["id_cv"])
+    assert res["alignment"].verdict(direction="greater").verdict == "supports", str(res["alignment"])
+
+
+def test_data_ladder_negative_control_p_values_are_roughly_uniform_over_seeds():
+    p = np.array([data_ladder_control("negative", n_samples=150, measures=("id_cv",),
+                                      n_permutations=199, n_bootstrap=20,
+                                      random_state=200 + s)[1]["id_cv"].p_value
+                  for s in range(20)])
+    assert np.sum(p <= 0.05) <= 3   # Binomial(20, 0.05): P(>= 4) = 0.016
+    assert 0.3 < p.mean() < 0.7
+
+
+def test_data_ladder_control_errors():
+    with pytest.raises(ValueError, match="kind must be"):
+        data_ladder_control("neutral")
+    with pytest.raises(ValueError, match="sizes must be at least 2 distinct positive"):
+        data_ladder_control("positive", sizes=(1000, 1000))
+    with pytest.raises(ValueError, match="sizes must be at least 2 distinct positive"):
+        data_ladder_control("positive", sizes=(0, 1000))
+    with pytest.raises(ValueError, match="at least 5 models, got 2 x 2"):
+        data_ladder_control("positive", sizes=(1000, 2000), n_seeds=2)
+    with pytest.raises(ValueError, match=r"measures must be among .*\['nope'\]"):
+        data_ladder_control("positive", measures=("id_cv", "nope"))
 
 
 def test_dial_family_shapes_and_errors():

@@ -106,6 +106,9 @@ def test_set_repository_rewrites_every_install_line():
 
 
 @pytest.mark.parametrize("text_path", TEXTS, ids=lambda p: p.stem)
-def test_one_predict_before_you_run_prompt_per_chapter(text_path):
-    assert text_path.read_text().count(":::{admonition} Predict before you run") == 1, \
-        f"{text_path.name}: one 'Predict before you run' prompt at the chapter's key result"
+def test_a_predict_before_you_run_prompt_at_each_key_result(text_path):
+    """At least one per chapter; the claim chapters (6 and 7) one before each headline test."""
+    n = text_path.read_text().count(":::{admonition} Predict before you run")
+    needed = 2 if text_path.stem in ("06_scale_invariance_alignment", "07_neurons") else 1
+    assert n >= needed, (f"{text_path.name}: {n} 'Predict before you run' prompts, expected at least "
+                         f"{needed} (one at each key result)")
