@@ -1,5 +1,5 @@
 """What a reader sees in the executed chapters (_build/jupyter_execute/**/*.ipynb, written
-by `make book`): no solution whose check prints ❌, no traceback, no warning, no progress bar,
+by `make book`): no solution whose check prints ✗ (a wrong answer), no traceback, no warning, no progress bar,
 no path of the build machine, no raw NumPy scalar repr, no bare number left as a cell's
 result, no placeholder table header (col_0, row_0).
 
@@ -20,8 +20,8 @@ EXECUTED = ROOT / "_build" / "jupyter_execute"
 
 # (what, pattern) searched in every output's text (stream text, text/plain, text/html).
 PROBLEMS = [
-    # A stub's check says "❌ topic.exN: no answer yet ..."; any other ❌ is a failed check.
-    ("a check printed a failure", re.compile(r"\u274c(?![^\n]*no answer yet)")),
+    # A stub's check says "✎ topic.exN: no answer yet ..."; ✗ (or an old ❌) is a failed check.
+    ("a check printed a failure", re.compile(r"[\u2717\u274c]")),
     ("a traceback", re.compile(r"Traceback \(most recent call last\)|^\w*Error: ", re.M)),
     ("a warning", re.compile(r"\b\w*Warning\b:|^WARNING\b|warnings\.warn", re.M)),
     ("a progress bar", re.compile(r"\d+%\|[^|\n]*\||it/s\]|s/it\]")),
@@ -140,12 +140,13 @@ def _result(plain, html=None):
     return {"output_type": "execute_result", "data": data, "metadata": {}}
 
 
-CLEAN = [_stream("✅ similarity.ex1: the overlap profile matches ([0.055 0.504 0.839]).\n"),
-         _stream("❌ similarity.ex1: no answer yet: replace the `...` in the stub with your code.\n"),
+CLEAN = [_stream("\u2713 similarity.ex1: the overlap profile matches ([0.055 0.504 0.839]).\n"),
+         _stream("\u270e similarity.ex1: no answer yet: replace the `...` in the stub with your code.\n"),
          _result("(0.36, 0.5)"), _result("   a  b\n0  1  2", "<th>model</th><th>r</th>"),
          _stream("median R2 = 0.36; see https://github.com/scaleinv-book/scaleinv/tree/v0.1.0\n")]
 DIRTY = [
-    ("a check printed a failure", _stream("❌ similarity.ex1: the overlap profile is off\n")),
+    ("a check printed a failure", _stream("\u2717 similarity.ex1: the overlap profile is off\n")),
+    ("a check printed a failure", _stream("\u274c similarity.ex1: the overlap profile is off\n")),
     ("a traceback", {"output_type": "error", "ename": "ValueError", "evalue": "x", "traceback": []}),
     ("a traceback", _stream("Traceback (most recent call last):\n  File ...", "stderr")),
     ("a warning", _stream("/x/tqdm/auto.py:21: TqdmWarning: IProgress not found.", "stderr")),

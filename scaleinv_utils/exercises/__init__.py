@@ -102,7 +102,8 @@ def check(exercise_id, answer, verbose=True, **inputs):
     if exercise_id not in _REGISTRY:
         known = sorted(k for k in _REGISTRY if k.startswith(topic + "."))
         raise KeyError(f"Unknown exercise {exercise_id!r}; known exercises: {known}.")
-    if answer is None or answer is Ellipsis:
+    pending = answer is None or answer is Ellipsis
+    if pending:
         result = CheckResult(False, "no answer yet: replace the `...` in the stub with your code.")
     else:
         try:
@@ -114,7 +115,9 @@ def check(exercise_id, answer, verbose=True, **inputs):
         except (ValueError, IndexError) as exc:
             result = CheckResult(False, f"the answer has the wrong form for this exercise ({exc}).")
     if verbose:
-        print(("✅ " if result.correct else "❌ ") + f"{exercise_id}: " + result.message)
+        # marks every text font has (an emoji font may be missing): correct, wrong, not yet tried
+        mark = "\u2713" if result.correct else ("\u270e" if pending else "\u2717")
+        print(f"{mark} {exercise_id}: {result.message}")
     return result
 
 
