@@ -89,7 +89,7 @@ def main(argv=None):
 
     from nsd_fixtures import NSDServer
     from scaleinv_utils import load_subset, nsd
-    from scaleinv_utils.download import HTTPClient
+    from scaleinv_utils.remote import HTTPClient
 
     spec = nsd.NSDSpec(subjects=[1], roi="nsdgeneral", n_train=0, test=True,
                        trials_per_session=TPS)

@@ -137,7 +137,7 @@ def main(argv=None):
         if isinstance(exc, nsd.SpecMismatch):
             print(f"refused: {_one_line(exc)}", file=sys.stderr)
             return 2
-        from .download import DownloadError
+        from .remote import DownloadError
         known = (DownloadError, ValueError, FileNotFoundError, KeyError, OSError)
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         kind = "" if isinstance(exc, known) else f"{type(exc).__name__}: "
@@ -170,7 +170,7 @@ def _run(args):
         for check, ok, detail in report:
             print(f"{'OK  ' if ok else 'FAIL'} {check}: {detail}")
         return 0 if all(ok for _, ok, _ in report) else 1
-    from .download import HTTPClient
+    from .remote import HTTPClient
 
     client = HTTPClient(retries=args.retries, progress=not args.quiet)
     for spec in _specs(args):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from nsd_fixtures import NSDServer
-from scaleinv_utils.download import (DownloadError, HTTPClient, RangeFile, coalesce_ranges,
-                                     download_file, verify_file)
+from scaleinv_utils.remote import (DownloadError, HTTPClient, RangeFile, coalesce_ranges,
+                                   download_file, verify_file)
 
 
 @pytest.fixture
@@ -228,7 +228,7 @@ def test_same_size_corruption_without_md5_is_caught_by_parsing(served, tmp_path)
 
 
 def test_check_file_structure_kinds(tmp_path):
-    from scaleinv_utils.download import check_file_structure
+    from scaleinv_utils.remote import check_file_structure
     (tmp_path / "a.ctab").write_text("0 Unknown 0 0 0 0\n1 V1v 1 2 3 0\n")
     (tmp_path / "b.ctab").write_text("garbage\n")
     (tmp_path / "c.json").write_text('{"a": 1')
@@ -296,7 +296,7 @@ def test_cached_file_with_same_size_damage_is_fetched_again(served):
 
 
 def test_repair_file_refetches_from_the_recorded_url(served):
-    from scaleinv_utils.download import repair_file
+    from scaleinv_utils.remote import repair_file
     srv, data, cache = served
     dest = download_file(srv.url + "file.bin", cache / "file.bin", client=client())
     dest.write_bytes(b"x" * len(data))

@@ -5,7 +5,7 @@ import pytest
 from nsd_fixtures import FLOC, PRF, NSDServer, make_nsd_tree
 from scaleinv_utils import load_subset, nsd
 from scaleinv_utils.cli import main
-from scaleinv_utils.download import DownloadError, HTTPClient
+from scaleinv_utils.remote import DownloadError, HTTPClient
 from scaleinv_utils.reliability import zscore_per_session
 
 TPS = 60  # trials per session in the fixture (NSD: 750)

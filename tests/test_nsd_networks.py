@@ -9,7 +9,7 @@ import pytest
 
 from nsd_fixtures import HCP, KASTNER, NSDServer, PRF, STREAMS, make_nsd_tree
 from scaleinv_utils import load_subset, nsd
-from scaleinv_utils.download import HTTPClient
+from scaleinv_utils.remote import HTTPClient
 
 EXPECTED = {
     "streams": {"early": "early visual", "midventral": "mid-level", "midlateral": "mid-level",

@@ -43,7 +43,7 @@ The code lives in submodules, re-exported here (``su.nsd.prepare``):
 :mod:`~.atlases` (ROIs, networks, native -> fsaverage), :mod:`~.captions`
 (COCO captions) and :mod:`~.pipeline` (download, prepare, verify, info, smoke).
 The byte-level HDF5 chunk-index reader belongs to the download layer,
-:mod:`scaleinv_utils.hdf5_ranges`.
+:mod:`scaleinv_utils.remote.hdf5`.
 """
 from . import atlases, captions, layout, pipeline, readers, trials
 from .atlases import (ATLASES, NETWORK_AREAS, NETWORKS, atlases_of, native_to_fsaverage,

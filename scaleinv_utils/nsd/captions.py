@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..download import DownloadError, RangeFile, download_file
+from ..remote import DownloadError, RangeFile, download_file
 from .layout import NSD_BASE_URL, _base_url
 
 __all__ = ["COCO_CAPTIONS_SOURCES", "COCO_MIRROR_PATH", "COCO_ENV", "default_caption_sources",

@@ -3,7 +3,7 @@
 Betas and images are never downloaded whole. A volume session's HDF5 file
 (``betas_sessionNN.hdf5``, 'betas', int16) is read chunk by chunk, only the
 chunks of the ROI's voxels, found through the HDF5 chunk index
-(:func:`scaleinv_utils.hdf5_ranges.read_chunks`); a surface ``.mgh`` file one
+(:func:`scaleinv_utils.remote.read_chunks`); a surface ``.mgh`` file one
 range per trial; ``nsd_stimuli.hdf5`` ('imgBrick') only the needed images' chunks. Small label files (``.nii.gz``, ``.mgz``) and their
 ``.ctab`` colour tables are read from the cache.
 """
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..download import RangeFile
-from ..hdf5_ranges import read_chunks
+from ..remote import RangeFile, read_chunks
 from .layout import N_FSAVERAGE, TRIALS_PER_SESSION
 
 __all__ = ["MAX_GAP", "read_volume_betas", "read_surface_betas", "surface_read_bytes",

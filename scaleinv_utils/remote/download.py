@@ -463,7 +463,7 @@ def download_file(url, dest, *, client=None, sha256=None, size=None, desc=None, 
         only when its validator is known.
     """
     import requests
-    from ._progress import tqdm
+    from .._progress import tqdm
 
     client = client or HTTPClient()
     dest = Path(dest)

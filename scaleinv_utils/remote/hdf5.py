@@ -9,9 +9,9 @@ nodes in one batch of coalesced range requests), then fetches the chunks'
 bytes with coalesced range requests and decodes them (deflate, shuffle).
 Anything else (another filter, another index layout, an HDF5 build without
 link addresses) falls back to h5py's own per-chunk look-ups on the same
-:class:`~scaleinv_utils.download.RangeFile`.
+:class:`~scaleinv_utils.remote.RangeFile`.
 
-The client is an :class:`~scaleinv_utils.download.HTTPClient` (its
+The client is an :class:`~scaleinv_utils.remote.HTTPClient` (its
 ``get_range`` and ``read_ranges``); the dataset is an ``h5py`` dataset opened
 on a ``RangeFile`` of the same URL.
 """
