@@ -39,3 +39,23 @@ def test_author_year_labels():
     style = scaleinv_book.AuthorYearLabelStyle()
     twins = [_entry(["Yu, A.", "B, C.", "D, E."], "2025"), _entry(["Yu, J.", "others"], "2025")]
     assert list(style.format_labels(twins)) == ["Yu et al. 2025a", "Yu et al. 2025b"]
+
+
+def _cited(authors, full=False):
+    style = scaleinv_book.AuthorYearEtAlReferenceStyle()
+    node = style.person.author_or_editor_or_title(full=full)
+    return node.format_data({"entry": _entry(authors, "2025"), "style": style}).render_as("text")
+
+
+def test_in_text_citations_read_and_others_as_et_al():
+    """sphinxcontrib-bibtex's own author_year style cites "Yu, Junjie and others" as
+    "Yu and others"; the book's style gives "Yu et al.", as its labels and for 3+ authors."""
+    assert _cited(["Yu, Junjie", "others"]) == "Yu et al."
+    assert _cited(["Yu, Junjie", "others"], full=True) == "Yu et al."
+    assert _cited(["Ren, Y.", "Wang, X.", "Wang, K.", "others"]) == "Ren et al."
+    assert _cited(["Ren, Y.", "Wang, X.", "Wang, K.", "others"], full=True) == "Ren, Wang, Wang et al."
+    # lists without "others" are cited as sphinxcontrib-bibtex cites them
+    assert _cited(["Benjamini, Y.", "Hochberg, Y."]) == "Benjamini and Hochberg"
+    assert _cited(["A, B.", "C, D.", "E, F."]) == "A et al."
+    assert _cited(["A, B.", "C, D.", "E, F."], full=True) == "A, C, and E"
+    assert _cited(["Levina, E."]) == "Levina"

@@ -104,3 +104,13 @@ def test_bibliography_has_readable_labels_and_both_papers_with_links():
     assert not unreadable, f"labels that are not 'Author et al. year': {unreadable}"
     for arxiv_id in ("2506.12117", "2510.16870"):
         assert f'href="https://arxiv.org/abs/{arxiv_id}"' in text, f"arXiv:{arxiv_id} has no link"
+
+
+@pytest.mark.parametrize("chapter", chapter_pages())
+def test_in_text_citations_say_et_al(chapter):
+    """A BibTeX "and others" is cited "et al." (book/_ext: author_year_etal), not spelled out."""
+    text = (HTML / f"{chapter}.html").read_text()
+    cites = re.findall(r'<a class="reference internal" href="[^"]*bibliography[^"]*"[^>]*>(.*?)</a>',
+                       text, re.S)
+    spelled = [c for c in cites if "and others" in c]
+    assert not spelled, f"{chapter}: citations spell out 'and others': {spelled[:3]}"

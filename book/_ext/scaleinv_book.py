@@ -14,6 +14,8 @@
   inherited ``Agg`` made every ``plt.show()`` draw nothing and the book had no figures.
 - Bibliography labels read "Dupré la Tour et al. 2022" instead of BibTeX's alpha labels
   ("DupreITENEG22"): a pybtex style, "authoryear", registered for sphinxcontrib-bibtex.
+- In-text citations read a BibTeX "and others" as "et al." too ("Yu et al., 2025", not
+  "Yu and others, 2025"): the referencing style "author_year_etal".
 """
 import codecs
 import os
@@ -21,10 +23,19 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from dataclasses import dataclass, field
+
 import latexcodec  # noqa: F401  (registers the "ulatex" codec)
 from pybtex.plugin import register_plugin
+from pybtex.richtext import Tag, Text
 from pybtex.style.formatting.unsrt import Style as UnsrtStyle
 from pybtex.style.labels import BaseLabelStyle
+from pybtex.style.template import FieldIsMissing
+from sphinxcontrib.bibtex.plugin import register_plugin as register_bibtex_plugin
+from sphinxcontrib.bibtex.style.referencing import PersonStyle
+from sphinxcontrib.bibtex.style.referencing.author_year import AuthorYearReferenceStyle
+from sphinxcontrib.bibtex.style.template import first_of, join, node, optional, tag
+from sphinxcontrib.bibtex.style.template import field as bib_field
 
 CHAPTER = re.compile(r"^notebooks/(\d+)_")
 # What ipykernel itself selects when MPLBACKEND is unset: figures become image/png outputs.
@@ -85,12 +96,60 @@ class AuthorYearStyle(UnsrtStyle):
     default_sorting_style = "author_year_title"
 
 
+@node
+def names_et_al(children, data, role, **kwargs):
+    """sphinxcontrib-bibtex's ``names`` node, except that an author list ending in BibTeX's
+    "and others" reads "<first author> et al." (``other``, as for three or more authors) or,
+    where the full list is asked for, every known author and "et al."."""
+    assert not children
+    try:
+        persons = data["entry"].persons[role]
+    except KeyError:
+        raise FieldIsMissing(role, data["entry"])
+    person = data["style"].person
+    known = [p for p in persons if str(p) != "others"]
+    formatted = [person.style_plugin.format(p, person.abbreviate) for p in known]
+    if len(known) < len(persons):
+        short = kwargs.get("other") is not None
+        shown = formatted[:1] if short else formatted
+        other = kwargs["other"] if short else Text(" ", Tag("em", "et al."))
+        return Text(join(sep=kwargs.get("sep", ", "))[shown].format_data(data), other)
+    return join(**kwargs)[formatted].format_data(data)
+
+
+@node
+def author_or_editor_or_title_et_al(children, data, **kwargs):
+    assert not children
+    return first_of[optional[names_et_al("author", **kwargs)],
+                    optional[names_et_al("editor", **kwargs)],
+                    tag("em")[bib_field("title")]].format_data(data)
+
+
+@dataclass
+class EtAlPersonStyle(PersonStyle):
+    def names(self, role, full):
+        return names_et_al(role=role, sep=self.sep, sep2=self.sep2, last_sep=self.last_sep,
+                           other=None if full else self.other)
+
+    def author_or_editor_or_title(self, full):
+        return author_or_editor_or_title_et_al(sep=self.sep, sep2=self.sep2, last_sep=self.last_sep,
+                                               other=None if full else self.other)
+
+
+@dataclass
+class AuthorYearEtAlReferenceStyle(AuthorYearReferenceStyle):
+    person: PersonStyle = field(default_factory=EtAlPersonStyle)
+
+
 def setup(app):
     os.environ.setdefault("SCALEINV_PROGRESS", "0")
     os.environ.setdefault("MATPLOTLIBRC", str(Path(__file__).with_name("matplotlibrc")))
     os.environ["MPLBACKEND"] = INLINE_BACKEND  # not setdefault: an inherited Agg hides figures
     register_plugin("pybtex.style.labels", "authoryear", AuthorYearLabelStyle)
     register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
+    # sphinxcontrib-bibtex keeps its referencing styles in a registry of its own
+    register_bibtex_plugin("sphinxcontrib.bibtex.style.referencing", "author_year_etal",
+                           AuthorYearEtAlReferenceStyle)
     # After Sphinx's own numbering (TocTreeCollector, priority 500).
     app.connect("env-get-updated", number_exercises_per_chapter, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
