@@ -974,6 +974,15 @@ def _dial_scores(rep, aligned_rep, brain, ks, n_local, rng):
             "alignment": _heldout_ridge_r(aligned_rep, brain)}
 
 
+#: what :func:`_dial_scores` measures of a toy model besides its alignment
+_TOY_MEASURES = ("id_cv", "local_id", "participation_ratio", "mean_id")
+
+
+def _check_control_kind(kind):
+    if kind not in ("positive", "negative"):
+        raise ValueError(f"kind must be 'positive' or 'negative', got {kind!r}.")
+
+
 def _default_toy_scales(n_samples):
     from .neighbors import scale_grid
     return scale_grid(n_samples, n_scales=8, k_min=5, k_max=max(6, n_samples // 8))
@@ -1037,13 +1046,11 @@ def known_answer_control(kind="positive", n_models=12, *, noise_range=(0.0, 0.5)
     """
     import pandas as pd
 
-    if kind not in ("positive", "negative"):
-        raise ValueError(f"kind must be 'positive' or 'negative', got {kind!r}.")
+    _check_control_kind(kind)
     if int(n_models) < 5:
         raise ValueError(f"n_models must be at least 5 for a partial correlation, got {n_models}.")
-    measures = ("id_cv", "local_id", "participation_ratio", "mean_id")
-    if x not in measures:
-        raise ValueError(f"x must be one of {measures}, got {x!r}.")
+    if x not in _TOY_MEASURES:
+        raise ValueError(f"x must be one of {_TOY_MEASURES}, got {x!r}.")
     rng = check_random_state(random_state)
     n_models = int(n_models)
     noise = rng.uniform(*noise_range, size=n_models)
@@ -1122,8 +1129,7 @@ def data_ladder_control(kind="positive", sizes=(1000, 2000, 4000, 8000), n_seeds
     """
     import pandas as pd
 
-    if kind not in ("positive", "negative"):
-        raise ValueError(f"kind must be 'positive' or 'negative', got {kind!r}.")
+    _check_control_kind(kind)
     sizes = np.asarray(sizes, dtype=float)
     if sizes.ndim != 1 or np.unique(sizes).size < 2 or (sizes <= 0).any():
         raise ValueError(f"sizes must be at least 2 distinct positive training-set sizes, got "
@@ -1131,7 +1137,7 @@ def data_ladder_control(kind="positive", sizes=(1000, 2000, 4000, 8000), n_seeds
     n_seeds = int(n_seeds)
     if sizes.size * n_seeds < 5:
         raise ValueError(f"sizes x n_seeds must give at least 5 models, got {sizes.size} x {n_seeds}.")
-    known = ("mean_id", "id_cv", "local_id", "participation_ratio", "alignment")
+    known = _TOY_MEASURES + ("alignment",)
     unknown = [m for m in measures if m not in known]
     if unknown:
         raise ValueError(f"measures must be among {known}, got {unknown}.")

@@ -28,7 +28,7 @@ from .._validation import check_random_state
 from ..config import data_dir
 from ..data import StimulusSet, SubsetError, VoxelInfo, verify_subset, write_subset
 from ..remote import (DownloadError, HTTPClient, RangeFile, download_file, repair_file,
-                        verify_file)
+                      verify_file)
 from ..reliability import average_repeats, compute_ncsnr, zscore_per_session
 from .atlases import _roi_voxels, atlases_of
 from .captions import _fetch_source, default_caption_sources, load_coco_captions
