@@ -24,7 +24,7 @@ import numpy as np
 from ._validation import check_array
 
 __all__ = ["plot_surface", "plot_surface_labels", "plot_volume", "plot_profile",
-           "surface_maps", "model_colors", "signed_cmap", "MODEL_COLORS"]
+           "surface_maps", "model_colors", "signed_cmap", "rounded", "MODEL_COLORS"]
 
 _HEMIS = {"lh": "left", "rh": "right"}
 _N_VERTICES = {"fsaverage5": 10242, "fsaverage": 163842}
@@ -407,7 +407,7 @@ def plot_volume(values, voxels, affine, *, shape=None, bg_img=None, cmap="cold_h
 # --------------------------------------------------------------------------- curves
 def plot_profile(ks, values, *, lower=None, upper=None, labels=None, ax=None, logx=True,
                  xlabel="scale k (neighbours)", ylabel=None, title=None, colors=None,
-                 marker="o"):
+                 marker="o", linestyles=None):
     """Curves over scale, with optional confidence bands.
 
     Parameters
@@ -425,6 +425,9 @@ def plot_profile(ks, values, *, lower=None, upper=None, labels=None, ax=None, lo
     xlabel, ylabel, title : str or None
     colors : list or None
     marker : str
+    linestyles : list of str or None
+        One matplotlib line style per curve ("-", "--", ":", "-."), so that curves
+        that overlap stay distinguishable.
 
     Returns
     -------
@@ -453,6 +456,9 @@ def plot_profile(ks, values, *, lower=None, upper=None, labels=None, ax=None, lo
         raise ValueError("give both lower and upper for a band, or neither.")
     if labels is not None and len(labels) != vals.shape[0]:
         raise ValueError(f"labels must have one entry per curve ({vals.shape[0]}), got {len(labels)}.")
+    if linestyles is not None and len(linestyles) != vals.shape[0]:
+        raise ValueError(f"linestyles must have one entry per curve ({vals.shape[0]}), "
+                         f"got {len(linestyles)}.")
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 3.5))
     fig = ax.figure
@@ -460,6 +466,8 @@ def plot_profile(ks, values, *, lower=None, upper=None, labels=None, ax=None, lo
         kw = {"label": None if labels is None else labels[i], "marker": marker, "ms": 3}
         if colors is not None:
             kw["color"] = colors[i]
+        if linestyles is not None:
+            kw["linestyle"] = linestyles[i]
         line, = ax.plot(ks, row, **kw)
         if bands[0] is not None:
             ax.fill_between(ks, bands[0][i], bands[1][i], color=line.get_color(), alpha=0.2,
@@ -489,6 +497,39 @@ MODEL_COLORS = {
     "demo-clip-full-data": "#08306b",
     "minilm": "#2ca02c",
 }
+
+
+def rounded(values, decimals=3):
+    """Values rounded for a printed table, without negative zeros.
+
+    ``round`` keeps the sign of a small negative value that rounds to zero, so a table
+    would print "-0.000", which reads as a measured negative; this prints "0.000".
+
+    Parameters
+    ----------
+    values : float, array-like, pandas Series or DataFrame
+        A DataFrame's columns other than floats (counts, intervals as text) are left as
+        they are.
+    decimals : int
+
+    Returns
+    -------
+    rounded : same type as values (a float for a scalar)
+    """
+    import pandas as pd
+
+    if not isinstance(decimals, (int, np.integer)) or decimals < 0:
+        raise ValueError(f"decimals must be a non-negative integer, got {decimals!r}.")
+    if isinstance(values, pd.DataFrame):
+        out = values.copy()
+        floats = out.select_dtypes("floating").columns
+        out[floats] = out[floats].round(decimals) + 0.0
+        return out
+    if isinstance(values, pd.Series):
+        return values.round(decimals) + 0.0 if pd.api.types.is_float_dtype(values) else values
+    if np.ndim(values) == 0:
+        return float(np.round(float(values), decimals)) + 0.0
+    return np.round(np.asarray(values, dtype=float), decimals) + 0.0
 
 
 def model_colors(names):

@@ -1,7 +1,7 @@
 """What a reader sees in the executed chapters (_build/jupyter_execute/**/*.ipynb, written
 by `make book`): no solution whose check prints ✗ (a wrong answer), no traceback, no warning, no progress bar,
 no path of the build machine, no raw NumPy scalar repr, no bare number left as a cell's
-result, no placeholder table header (col_0, row_0).
+result, no placeholder table header (col_0, row_0), no negative zero (-0.000).
 
 Needs a built book; under `make test` (SCALEINV_REQUIRE_BOOK=1) a missing build is a
 failure, otherwise the chapter checks are skipped. The scanner itself is tested on made-up
@@ -29,6 +29,8 @@ PROBLEMS = [
      re.compile(re.escape(str(ROOT)) + r"|site-packages|(?<![\w.:/])/(?:tmp|root|home|work|usr|opt|var)/")),
     ("a raw NumPy scalar repr", re.compile(r"\bnp\.(?:float|int|uint|bool_?)\d*\(")),
     ("a placeholder table header", re.compile(r"<th[^>]*>\s*(?:col|row)_\d+\s*</th>")),
+    # a value rounded to zero that kept its sign: "-0.000" reads as a measured negative
+    ("a negative zero", re.compile(r"(?<![\w.])-0(?:\.0+)?(?![\d.])")),
 ]
 # A cell whose result is one bare number (a recorded value, a forgotten expression).
 BARE_NUMBER = re.compile(r"-?\d+(?:\.\d*)?(?:e[-+]?\d+)?")
@@ -143,6 +145,7 @@ def _result(plain, html=None):
 CLEAN = [_stream("\u2713 similarity.ex1: the overlap profile matches ([0.055 0.504 0.839]).\n"),
          _stream("\u270e similarity.ex1: no answer yet: replace the `...` in the stub with your code.\n"),
          _result("(0.36, 0.5)"), _result("   a  b\n0  1  2", "<th>model</th><th>r</th>"),
+         _result("interval [-0.0012, 0.05], k-0 x-0.000", "<td>-0.01</td><td>0.000</td>"),
          _stream("median R2 = 0.36; see https://github.com/scaleinv-book/scaleinv/tree/v0.1.0\n")]
 DIRTY = [
     ("a check printed a failure", _stream("\u2717 similarity.ex1: the overlap profile is off\n")),
@@ -161,6 +164,8 @@ DIRTY = [
     ("a bare number as the cell's result", _result("0.36")),
     ("a bare number as the cell's result", _result("-0.6363636363636364")),
     ("a placeholder table header", _result("x", '<tr><th class="blank">&nbsp;</th><th>col_0</th></tr>')),
+    ("a negative zero", _result("x", "<tr><td>-0.000</td></tr>")),
+    ("a negative zero", _stream("slope -0.0 per decade\n")),
 ]
 
 

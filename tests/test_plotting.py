@@ -114,6 +114,15 @@ def test_plot_profile():
         plotting.plot_profile(ks, vals, lower=vals)
 
 
+def test_plot_profile_draws_each_curve_in_its_own_line_style():
+    ks = np.geomspace(5, 500, 6)
+    vals = np.vstack([np.ones(6), np.ones(6)])   # two curves on top of each other
+    fig = plotting.plot_profile(ks, vals, linestyles=["-", "--"])
+    assert [line.get_linestyle() for line in fig.axes[0].lines] == ["-", "--"]
+    with pytest.raises(ValueError, match="linestyles must have one entry per curve \\(2\\), got 1"):
+        plotting.plot_profile(ks, vals, linestyles=["-"])
+
+
 def test_model_colors_are_fixed_per_name_whatever_else_is_plotted():
     a = plotting.model_colors(["demo-random", "demo-clip-full-data/final", "clip-vit-b-32-openai"])
     b = plotting.model_colors(["clip-vit-b-32-openai", "demo-clip-full-data/block1"])
@@ -134,3 +143,20 @@ def test_signed_cmap_keeps_small_values_visible():
     assert just_below[2] > just_below[0] and just_above[0] > just_above[2]  # blue < 0 < red
     with pytest.raises(ValueError, match="gap must be in"):
         plotting.signed_cmap(gap=0.5)
+
+
+def test_rounded_prints_no_negative_zero():
+    import pandas as pd
+    assert f"{plotting.rounded(-0.0004):.3f}" == "0.000"
+    assert f"{plotting.rounded(-0.0006):.3f}" == "-0.001"
+    assert f"{-0.0004:.3f}" == "-0.000"          # what a plain format prints
+    arr = plotting.rounded(np.array([-1e-5, 0.12345, -0.2]), 2)
+    assert [f"{v:.2f}" for v in arr] == ["0.00", "0.12", "-0.20"]
+    table = pd.DataFrame({"r": [-1e-4, 0.5], "ci": ["[-0.1, 0.1]", "[0.4, 0.6]"], "n": [3, 4]})
+    shown = plotting.rounded(table, 3)
+    assert "-0.0" not in shown.to_string() and shown["ci"].tolist() == table["ci"].tolist()
+    assert shown["n"].dtype == table["n"].dtype   # counts stay integers
+    assert "-0.0" in table.round(3).to_string()   # pandas alone keeps the sign
+    assert "-0.0" not in plotting.rounded(table["r"], 3).to_string()
+    with pytest.raises(ValueError, match="decimals must be a non-negative integer, got -1"):
+        plotting.rounded(0.5, -1)
