@@ -1,8 +1,7 @@
 """The demo zoo's parts: tokenizer, architectures, training corpus and weights record.
 
-The image tower of every demo architecture is the same: a convolutional stem (four
-3 x 3 convolutions, one at full resolution and three of stride 2: 64 px -> an 8 x 8 grid
-of tokens) followed by
+The image tower of every demo architecture is the same: a convolutional stem (three
+3 x 3 convolutions of stride 2: 64 px -> an 8 x 8 grid of tokens) followed by
 transformer blocks with attention heads (open_clip's ``VisionTransformer``, whose
 patch embedding the stem replaces). The stem gives the tiny models the locality that
 lets them learn shape from a few thousand images (a plain 16 px-patch ViT learned
@@ -30,8 +29,10 @@ BATCH_SIZE = 128
 #: the whole zoo trains in about an hour on 2 CPU cores and ships in a few MB.
 DEMO_ARCHITECTURE = {
     "embed_dim": 64,
-    "stem_channels": [24, 32, 48],
-    "stem_strides": [1, 2, 2, 2],
+    # three stride-2 convolutions: a full-resolution first convolution ([24, 32, 48] with
+    # strides [1, 2, 2, 2]) cost twice the time per step for the same held-out quality
+    "stem_channels": [32, 48],
+    "stem_strides": [2, 2, 2],
     "vision": {"image_size": 64, "patch_size": 8, "layers": 3, "width": 64, "head_width": 16,
                "mlp_ratio": 2.0},
     "text": {"width": 64, "heads": 4, "layers": 2, "mlp_ratio": 2.0},

@@ -16,7 +16,7 @@ __all__ = ["ZooSpec", "DATA_SIZES", "EPOCHS", "SEEDS", "ALIASES", "names", "spec
 #: Training-set sizes of the CLIP data ladder (images, each with five captions).
 DATA_SIZES = {"1k": 1000, "2k": 2000, "4k": 4000, "8k": 8000}
 #: Epochs over its own training set that every trained model gets.
-EPOCHS = 20
+EPOCHS = 30
 #: Seeds per architecture: CLIP at each data size, vision-only, random inits.
 SEEDS = (0, 1, 2)
 #: Seeds of the fused (CoCa-style) model, the most expensive to train.
