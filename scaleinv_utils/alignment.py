@@ -650,11 +650,17 @@ class AcrossModels:
                 f"plain {name} {self.raw:+.2f}; n = {self.n_models} models x {self.n_subjects} "
                 f"subjects, replicated in {self.n_replicated}/{self.n_subjects}")
 
-    def verdict(self, direction="greater", alpha=0.05, pvalue=None, claim=""):
-        """:func:`scaleinv_utils.stats.verdict` of this test (``pvalue`` overrides, e.g. a BH q-value)."""
+    def verdict(self, direction="greater", alpha=0.05, pvalue=None, claim="", p_label=None):
+        """:func:`scaleinv_utils.stats.verdict` of this test.
+
+        ``pvalue`` overrides the permutation p-value, e.g. with a BH q-value; it is then
+        printed as "q" unless ``p_label`` says otherwise.
+        """
+        if p_label is None:
+            p_label = "p" if pvalue is None else "q"
         return _stats.verdict(self.estimate, self.low, self.high,
                               self.p_value if pvalue is None else pvalue,
-                              direction=direction, alpha=alpha, claim=claim)
+                              direction=direction, alpha=alpha, claim=claim, p_label=p_label)
 
 
 def across_models(table, x, y, *, covariates=("mean_id",), model="model", subject="subject",
@@ -820,7 +826,7 @@ def across_models_table(table, xs, ys, *, directions=None, covariates=("mean_id"
     out = pd.DataFrame(rows)
     out["q_value"] = _stats.fdr_bh(out["p_value"].to_numpy())
     out["verdict"] = [_stats.verdict(r.estimate, r.low, r.high, r.q_value, direction=r.direction,
-                                     alpha=alpha).verdict for r in out.itertuples()]
+                                     alpha=alpha, p_label="q").verdict for r in out.itertuples()]
     out = out.set_index(["x", "y"])
     out.attrs["tests"] = tests
     return out

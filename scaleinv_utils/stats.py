@@ -721,6 +721,8 @@ class Verdict:
     direction : {"greater", "less"}
     alpha : float
     claim : str
+    p_label : {"p", "q"}
+        How the printed verdict names ``pvalue``: "q" when it is a BH-corrected q-value.
     """
 
     verdict: str
@@ -732,6 +734,7 @@ class Verdict:
     direction: str
     alpha: float
     claim: str = ""
+    p_label: str = "p"
 
     @property
     def code(self):
@@ -739,14 +742,14 @@ class Verdict:
         return VERDICT_CODES[self.verdict]
 
     def __str__(self):
-        p = "" if self.pvalue is None else f", p = {self.pvalue:.3g}"
+        p = "" if self.pvalue is None else f", {self.p_label} = {self.pvalue:.3g}"
         head = f"{self.claim}: " if self.claim else ""
         return (f"{head}{self.verdict} (estimate {self.estimate:.3g}, interval "
                 f"[{self.low:.3g}, {self.high:.3g}]{p}; null value {self.null_value:g})")
 
 
 def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="greater", alpha=0.05,
-            claim=""):
+            claim="", p_label="p"):
     """Turn an estimate, its interval and a (corrected) p-value into a verdict.
 
     For a claim "the quantity is greater (``direction="greater"``) or less
@@ -771,6 +774,9 @@ def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="grea
     alpha : float
     claim : str
         Printed with the verdict.
+    p_label : {"p", "q"}
+        The printed name of ``pvalue``: pass "q" when it is a BH q-value, so that a
+        reader does not take it for the raw p-value printed in the table beside it.
 
     Returns
     -------
@@ -782,7 +788,7 @@ def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="grea
     ------
     ValueError
         If low > high, a value is not finite, the p-value is outside [0, 1],
-        or direction is unknown.
+        direction is unknown, or p_label is not "p" or "q".
 
     Examples
     --------
@@ -791,6 +797,8 @@ def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="grea
     """
     if direction not in ("greater", "less"):
         raise ValueError(f"direction must be 'greater' or 'less', got {direction!r}.")
+    if p_label not in ("p", "q"):
+        raise ValueError(f"p_label must be 'p' or 'q' (a BH q-value), got {p_label!r}.")
     est, lo, hi = float(estimate), float(low), float(high)
     if not (np.isfinite(est) and np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError(f"estimate and interval must be finite, got {est}, [{lo}, {hi}].")
@@ -804,4 +812,4 @@ def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="grea
     word = "supports" if beyond and significant else "contradicts" if opposite else "inconclusive"
     return Verdict(verdict=word, estimate=est, low=lo, high=hi,
                    pvalue=None if pvalue is None else float(pvalue), null_value=float(null_value),
-                   direction=direction, alpha=float(alpha), claim=claim)
+                   direction=direction, alpha=float(alpha), claim=claim, p_label=p_label)

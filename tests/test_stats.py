@@ -337,3 +337,27 @@ def test_verdict_three_outcomes_and_errors():
         verdict(np.nan, -1, 1)
     with pytest.raises(ValueError, match=r"pvalue must lie in \[0, 1\]"):
         verdict(0, -1, 1, 1.5)
+
+
+def test_verdict_names_a_corrected_p_value_q():
+    # a BH q-value printed as "p" reads as the raw p-value in the table beside it
+    from scaleinv_utils.stats import verdict
+    assert ", p = 0.01;" in str(verdict(0.3, 0.1, 0.5, 0.01))
+    assert ", q = 0.016;" in str(verdict(0.3, 0.1, 0.5, 0.016, p_label="q"))
+    assert "p =" not in str(verdict(0.3, 0.1, 0.5, 0.016, p_label="q"))
+    with pytest.raises(ValueError, match="p_label must be 'p' or 'q'"):
+        verdict(0.3, 0.1, 0.5, 0.01, p_label="fdr")
+
+
+def test_across_models_verdict_labels_an_override_as_q():
+    import pandas as pd
+
+    from scaleinv_utils.alignment import across_models
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=12)
+    table = pd.DataFrame({"model": [f"m{i}" for i in range(12)], "subject": 1, "x": x,
+                          "y": x + 0.3 * rng.normal(size=12)})
+    res = across_models(table, "x", "y", covariates=(), n_permutations=99, n_bootstrap=99,
+                        random_state=0)
+    assert ", p = " in str(res.verdict())
+    assert ", q = 0.02;" in str(res.verdict(pvalue=0.02))

@@ -132,7 +132,10 @@ def close_to(answer, expected, rtol=0.05, atol=0.0, what="value", hint=""):
     if a.shape != e.shape:
         return CheckResult(False, f"expected the {what} with shape {e.shape}, got shape {a.shape}.")
     if np.allclose(a, e, rtol=rtol, atol=atol, equal_nan=False):
-        return CheckResult(True, f"the {what} matches ({np.round(e, 3) if e.size < 6 else 'array'}).")
+        if e.size < 6:
+            return CheckResult(True, f"correct: the {what} = {np.round(e, 3)}.")
+        shape = " x ".join(str(n) for n in e.shape)
+        return CheckResult(True, f"correct: the {what}, as expected ({shape} values).")
     msg = (f"the {what} is off: expected about {np.round(e, 3)}, got {np.round(a, 3)}."
            if e.size < 6 else f"the {what} differs from the expected array "
            f"(max abs difference {np.max(np.abs(a - e)):.3g}).")
