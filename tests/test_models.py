@@ -212,6 +212,20 @@ def test_unknown_open_clip_tag_lists_valid_tags(monkeypatch):
         M.load_model("clip-vit-b-32-openai", device="cpu")
 
 
+def test_random_demo_model_id_follows_what_it_is_built_from():
+    # a retrain that changes the stem must not let the feature cache serve the old random nets
+    import copy
+    from scaleinv_utils.models.loaders import _demo_random_id, expected_weights_id
+    name = "demo-random-clip-s0"
+    loaded = M.load_model(name, device="cpu")
+    assert loaded.weights_id == expected_weights_id(name)
+    meta = M.read_weights_json()
+    other = copy.deepcopy(meta)
+    other["architecture"]["stem_channels"] = [c + 1 for c in other["architecture"]["stem_channels"]]
+    spec = M.zoo.spec(name)
+    assert _demo_random_id(spec, other) != _demo_random_id(spec, meta) == loaded.weights_id
+
+
 def test_random_init_of_a_real_architecture_extracts_offline():
     from scaleinv_utils.features import get_features
     model = M.load_model("imagenet-vit-b-32", device="cpu", random_init=True)

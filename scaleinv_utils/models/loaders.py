@@ -237,9 +237,10 @@ def expected_weights_id(name):
         return f"{info.source}:{info.architecture}:{info.weights}"
     if info.source == "demo":
         spec = zoo.spec(info.name)
+        meta = read_weights_json()
         if not spec.trained:
-            return _demo_random_id(spec)
-        rec = (read_weights_json() or {}).get("models", {}).get(info.name)
+            return _demo_random_id(spec, meta) if meta else None
+        rec = (meta or {}).get("models", {}).get(info.name)
         return f"demo:{rec['sha256'][:16]}" if rec else None
     if info.source == "transformers":
         try:
@@ -251,8 +252,18 @@ def expected_weights_id(name):
     return None
 
 
-def _demo_random_id(spec):
-    return _random_seed_id(spec.seed) + f"-{spec.architecture}"
+def _demo_random_id(spec, meta):
+    """A random demo model's id: its seed and everything it is built from.
+
+    The architecture, tokenizer and label sets come from the weights record, so a retrain
+    that changes them (a new stem, a new vocabulary) gives new ids and the feature cache
+    does not serve features of the old random networks.
+    """
+    import hashlib
+    import json
+    built_from = {k: meta.get(k) for k in ("architecture", "tokenizer", "label_names")}
+    digest = hashlib.sha256(json.dumps(built_from, sort_keys=True).encode()).hexdigest()[:12]
+    return _random_seed_id(spec.seed) + f"-{spec.architecture}-{digest}"
 
 
 def _minilm_id(path):
@@ -404,7 +415,7 @@ def _load_demo(info, weights_dir=None, random_init=False):
     rec = meta["models"].get(info.name, {})
     random = random_init or not spec.trained
     if random:
-        weights_id = _demo_random_id(spec)
+        weights_id = _demo_random_id(spec, meta)
     else:
         from safetensors.torch import load_file
         if not rec:
