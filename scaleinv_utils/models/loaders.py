@@ -12,6 +12,7 @@ produces is a result about the pretrained model.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -259,8 +260,6 @@ def _demo_random_id(spec, meta):
     that changes them (a new stem, a new vocabulary) gives new ids and the feature cache
     does not serve features of the old random networks.
     """
-    import hashlib
-    import json
     built_from = {k: meta.get(k) for k in ("architecture", "tokenizer", "label_names")}
     digest = hashlib.sha256(json.dumps(built_from, sort_keys=True).encode()).hexdigest()[:12]
     return _random_seed_id(spec.seed) + f"-{spec.architecture}-{digest}"
