@@ -139,7 +139,7 @@ def run_chapter(stem, env, timeout=1200):
         hits[0].source = hits[0].source.replace(old, new)
     # a last cell reports which DATA the set-up cell took (the chapter's own cells may switch
     # `subset` to the demo world for demo-only sections; DATA stays what the reader chose)
-    nb.cells.append(nbformat.v4.new_code_cell('print("rehearsal DATA =", repr(DATA))'))
+    nb.cells.append(nbformat.v4.new_code_cell('print(f"rehearsal DATA = {DATA!r}")'))
     saved = dict(os.environ)
     os.environ.update(env)
     try:
@@ -153,13 +153,26 @@ def run_chapter(stem, env, timeout=1200):
 
 
 def outputs_text(nb):
-    parts = []
+    """All output text of `nb`, consecutive stream chunks joined as a notebook shows them.
+
+    A kernel under load may send one ``print`` as several stream messages (seen in CI:
+    ``'rehearsal DATA ='`` and ``" 'nsd-...'"`` arrived apart), so chunks of one stream are
+    concatenated and only distinct outputs are separated by a newline.
+    """
+    parts, stream = [], None
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream":
-                parts.append(out.get("text", ""))
-            elif "data" in out:
+                if stream == out.get("name") and parts:
+                    parts[-1] += out.get("text", "")
+                else:
+                    parts.append(out.get("text", ""))
+                stream = out.get("name")
+                continue
+            stream = None
+            if "data" in out:
                 parts.append(out["data"].get("text/plain", ""))
+        stream = None
     return "\n".join(parts)
 
 
