@@ -130,6 +130,45 @@ def test_executed_chapter_shows_no_stray_output(chapter):
         f"  cell {i}: {what}: {excerpt[:200]}" for i, what, excerpt in found)
 
 
+def split_prints(cells):
+    """[(cell index, excerpt)] for each place where one run of printing shows as several boxes.
+
+    Two stream outputs of the same name in a row: the kernel sent the printing in pieces (it
+    flushes on a timer, so a loop that prints between slow steps arrives as one message per
+    step), and the book draws each piece as a box of its own. The build's kernels flush only
+    at a display and at the end of a cell (book/_ext/kernel_startup.py).
+    """
+    found = []
+    for i, cell in enumerate(cells):
+        outputs = cell.get("outputs", [])
+        for a, b in zip(outputs, outputs[1:]):
+            if a.get("output_type") == b.get("output_type") == "stream" and a.get("name") == b.get("name"):
+                found.append((i, "".join(a["text"])[-60:] + " | " + "".join(b["text"])[:60]))
+    return found
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("chapter", sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")))
+def test_executed_chapter_prints_each_run_in_one_box(chapter):
+    path = EXECUTED / "notebooks" / f"{chapter}.ipynb"
+    if not path.exists():
+        if os.environ.get("SCALEINV_REQUIRE_BOOK"):
+            pytest.fail(f"{path} missing: run `make book`")
+        pytest.skip("book not built (run `make book`)")
+    found = split_prints(json.loads(path.read_text())["cells"])
+    assert not found, f"{chapter}: printing split over several boxes:\n" + "\n".join(
+        f"  cell {i}: {excerpt!r}" for i, excerpt in found)
+
+
+def test_split_print_scanner_finds_pieces_of_one_print_only():
+    figure = {"output_type": "display_data", "metadata": {}, "data": {"text/plain": "<Figure>"}}
+    pieces = [_stream("demo-random  0.28\n"), _stream("demo-clip  0.66\n")]
+    assert [i for i, _ in split_prints([{"outputs": pieces}])] == [0]
+    # a figure between two prints, or stdout next to stderr, are two boxes on any front end
+    assert split_prints([{"outputs": [pieces[0], figure, pieces[1]]},
+                         {"outputs": [pieces[0], _stream("note\n", "stderr")]}]) == []
+
+
 # The scanner, on outputs made up to contain each problem once (and on clean ones).
 def _stream(text, name="stdout"):
     return {"output_type": "stream", "name": name, "text": text}
@@ -215,19 +254,24 @@ def test_progress_bars_follow_the_environment(monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_the_book_build_switches_progress_bars_off(monkeypatch):
+def test_the_book_build_switches_progress_bars_off(monkeypatch, tmp_path):
     sys.path.insert(0, str(ROOT / "book" / "_ext"))
     import scaleinv_book
 
     from scaleinv_utils import _progress
-    for name in (_progress.PROGRESS_ENV, "MATPLOTLIBRC", "MPLBACKEND"):  # restored afterwards
+    for name in (_progress.PROGRESS_ENV, "MATPLOTLIBRC", "MPLBACKEND", "IPYTHONDIR"):  # restored
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
-    scaleinv_book.setup(_App())
+    scaleinv_book.setup(_App(tmp_path / "html"))
     assert not _progress.progress_enabled()
 
 
 class _App:
+    """What the extension's setup uses of a Sphinx application."""
+
+    def __init__(self, outdir):
+        self.outdir = str(outdir)
+
     def connect(self, *args, **kwargs):
         pass
 
@@ -244,7 +288,7 @@ def _figure_outputs():
 
 
 @pytest.mark.slow
-def test_the_book_build_shows_figures_under_agg(monkeypatch):
+def test_the_book_build_shows_figures_under_agg(monkeypatch, tmp_path):
     """Under MPLBACKEND=Agg (.ci/run sets it) a kernel shows no figure (the negative control);
     after the book extension's setup the same cell shows its PNG."""
     sys.path.insert(0, str(ROOT / "book" / "_ext"))
@@ -253,10 +297,40 @@ def test_the_book_build_shows_figures_under_agg(monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("MATPLOTLIBRC", str(ROOT / "book" / "_ext" / "matplotlibrc"))
     monkeypatch.setenv("SCALEINV_PROGRESS", "0")
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython-before"))
     assert PNG not in _figure_outputs()
-    scaleinv_book.setup(_App())
+    scaleinv_book.setup(_App(tmp_path / "html"))
     assert os.environ["MPLBACKEND"] == scaleinv_book.INLINE_BACKEND
     assert PNG in _figure_outputs()
+
+
+def _stream_outputs(code):
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    return [(o["output_type"], o.get("name")) for o in nb.cells[0].outputs]
+
+
+@pytest.mark.slow
+def test_the_book_build_prints_a_slow_loop_in_one_box(monkeypatch, tmp_path):
+    """A loop that prints between slow steps: a plain kernel sends one stream output per
+    step (the negative control); the book's kernels send one, and a figure between two
+    prints still splits them, in order."""
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import scaleinv_book
+    pytest.importorskip("nbclient")
+    loop = "import time\nfor i in range(3):\n    print('step', i)\n    time.sleep(0.5)\n"
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython-before"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    assert len(_stream_outputs(loop)) >= 2   # 3 on a quiet machine; a late timer may join two
+    scaleinv_book.setup(_App(tmp_path / "html"))
+    assert os.environ["IPYTHONDIR"] == str(tmp_path / "ipython")
+    assert _stream_outputs(loop) == [("stream", "stdout")]
+    figure = ("print('before')\nimport matplotlib.pyplot as plt\nplt.plot([0, 1])\nplt.show()\n"
+              "time.sleep(0.5)\nprint('after')")
+    assert _stream_outputs("import time\n" + figure) == [
+        ("stream", "stdout"), ("display_data", None), ("stream", "stdout")]
 
 
 def test_importing_the_package_imports_tqdm_auto_quietly():

@@ -12,6 +12,9 @@
   backend even when the build runs with ``MPLBACKEND=Agg`` (as .ci/run and headless shells
   set it). ipykernel selects the inline backend only when MPLBACKEND is unset, so an
   inherited ``Agg`` made every ``plt.show()`` draw nothing and the book had no figures.
+- What a cell prints between two displays is one output box, not one per flush of the
+  kernel's timer: the kernels use an IPython profile under ``_build/`` whose start-up file
+  (book/_ext/kernel_startup.py) flushes printed text only at displays and cell ends.
 - Bibliography labels read "Dupré la Tour et al. 2022" instead of BibTeX's alpha labels
   ("DupreITENEG22"): a pybtex style, "authoryear", registered for sphinxcontrib-bibtex.
 - In-text citations read a BibTeX "and others" as "et al." too ("Yu et al., 2025", not
@@ -141,10 +144,20 @@ class AuthorYearEtAlReferenceStyle(AuthorYearReferenceStyle):
     person: PersonStyle = field(default_factory=EtAlPersonStyle)
 
 
+def _kernel_profile(ipython_dir):
+    """An IPython directory whose default profile runs kernel_startup.py in every kernel."""
+    startup = ipython_dir / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    source = Path(__file__).with_name("kernel_startup.py")
+    (startup / "00-one-box-per-print.py").write_text(source.read_text())
+    return ipython_dir
+
+
 def setup(app):
     os.environ.setdefault("SCALEINV_PROGRESS", "0")
     os.environ.setdefault("MATPLOTLIBRC", str(Path(__file__).with_name("matplotlibrc")))
     os.environ["MPLBACKEND"] = INLINE_BACKEND  # not setdefault: an inherited Agg hides figures
+    os.environ["IPYTHONDIR"] = str(_kernel_profile(Path(app.outdir).parent / "ipython"))
     register_plugin("pybtex.style.labels", "authoryear", AuthorYearLabelStyle)
     register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
     # sphinxcontrib-bibtex keeps its referencing styles in a registry of its own
