@@ -488,14 +488,19 @@ def plot_profile(ks, values, *, lower=None, upper=None, labels=None, ax=None, lo
 
 #: Fixed colours of the offline models, so a model looks the same in every figure: grey for
 #: the random floor, orange for vision-only, blues darkening with training data, green for
-#: the pretrained sentence encoder.
+#: the pretrained sentence encoder, red for the fused (CoCa-style) model; brown and olive for
+#: the hand-made pixel and Gabor-energy features.
 MODEL_COLORS = {
     "demo-random": "#8c8c8c",
     "demo-vision-only": "#ff7f0e",
     "demo-clip-small-data": "#9ecae1",
     "demo-clip-medium-data": "#4292c6",
     "demo-clip-full-data": "#08306b",
+    "demo-coca": "#d62728",
     "minilm": "#2ca02c",
+    # hand-made feature spaces that figures show beside the models
+    "pixels": "#8c564b",
+    "Gabor energy": "#bcbd22",
 }
 
 
