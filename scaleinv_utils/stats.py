@@ -723,6 +723,8 @@ class Verdict:
     claim : str
     p_label : {"p", "q"}
         How the printed verdict names ``pvalue``: "q" when it is a BH-corrected q-value.
+    sided : {"two-sided", "one-sided"}
+        What ``pvalue`` tests: any departure from the null, or only the claimed direction.
     """
 
     verdict: str
@@ -735,6 +737,7 @@ class Verdict:
     alpha: float
     claim: str = ""
     p_label: str = "p"
+    sided: str = "two-sided"
 
     @property
     def code(self):
@@ -743,13 +746,15 @@ class Verdict:
 
     def __str__(self):
         p = "" if self.pvalue is None else f", {self.p_label} = {self.pvalue:.3g}"
+        if self.pvalue is not None and self.sided == "one-sided":
+            p += f" (one-sided, {self.direction})"
         head = f"{self.claim}: " if self.claim else ""
         return (f"{head}{self.verdict} (estimate {self.estimate:.3g}, interval "
-                f"[{self.low:.3g}, {self.high:.3g}]{p}; null value {self.null_value:g})")
+                f"[{self.low:.3g}, {self.high:.3g}]{p}; null value {self.null_value:.3g})")
 
 
 def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="greater", alpha=0.05,
-            claim="", p_label="p"):
+            claim="", p_label="p", sided="two-sided"):
     """Turn an estimate, its interval and a (corrected) p-value into a verdict.
 
     For a claim "the quantity is greater (``direction="greater"``) or less
@@ -758,7 +763,12 @@ def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="grea
     - ``"supports"``: the whole interval lies beyond ``null_value`` in the
       claimed direction and (if given) ``pvalue <= alpha``;
     - ``"contradicts"``: the whole interval lies beyond ``null_value`` in the
-      *opposite* direction;
+      *opposite* direction and, when ``pvalue`` is two-sided, ``pvalue <= alpha``
+      too: the same evidence is asked of both directions, so a correction for
+      multiple tests applies to a contradiction as it does to support. A one-sided
+      ``pvalue`` tests the claimed direction only and cannot speak for the
+      opposite one (it is near 1 there); a contradiction then rests on the
+      interval alone, and the printed verdict says the p-value is one-sided;
     - ``"inconclusive"``: anything else (the interval holds the null value,
       or the interval and the p-value disagree).
 
@@ -777,6 +787,10 @@ def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="grea
     p_label : {"p", "q"}
         The printed name of ``pvalue``: pass "q" when it is a BH q-value, so that a
         reader does not take it for the raw p-value printed in the table beside it.
+    sided : {"two-sided", "one-sided"}
+        What ``pvalue`` tests: a departure from ``null_value`` in either direction
+        (``permutation_pvalue(..., alternative="two-sided")``), or in the claimed
+        ``direction`` only.
 
     Returns
     -------
@@ -788,7 +802,7 @@ def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="grea
     ------
     ValueError
         If low > high, a value is not finite, the p-value is outside [0, 1],
-        direction is unknown, or p_label is not "p" or "q".
+        direction is unknown, p_label is not "p" or "q", or sided is unknown.
 
     Examples
     --------
@@ -799,6 +813,9 @@ def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="grea
         raise ValueError(f"direction must be 'greater' or 'less', got {direction!r}.")
     if p_label not in ("p", "q"):
         raise ValueError(f"p_label must be 'p' or 'q' (a BH q-value), got {p_label!r}.")
+    if sided not in ("two-sided", "one-sided"):
+        raise ValueError(f"sided must be 'two-sided' or 'one-sided' (what the p-value tests), "
+                         f"got {sided!r}.")
     est, lo, hi = float(estimate), float(low), float(high)
     if not (np.isfinite(est) and np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError(f"estimate and interval must be finite, got {est}, [{lo}, {hi}].")
@@ -809,7 +826,9 @@ def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="grea
     above, below = lo > null_value, hi < null_value
     beyond, opposite = (above, below) if direction == "greater" else (below, above)
     significant = pvalue is None or float(pvalue) <= alpha
-    word = "supports" if beyond and significant else "contradicts" if opposite else "inconclusive"
+    against = opposite and (significant or sided == "one-sided")
+    word = "supports" if beyond and significant else "contradicts" if against else "inconclusive"
     return Verdict(verdict=word, estimate=est, low=lo, high=hi,
                    pvalue=None if pvalue is None else float(pvalue), null_value=float(null_value),
-                   direction=direction, alpha=float(alpha), claim=claim, p_label=p_label)
+                   direction=direction, alpha=float(alpha), claim=claim, p_label=p_label,
+                   sided=sided)

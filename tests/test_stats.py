@@ -339,6 +339,25 @@ def test_verdict_three_outcomes_and_errors():
         verdict(0, -1, 1, 1.5)
 
 
+def test_verdict_asks_the_same_evidence_of_both_directions():
+    """A two-sided p-value must pass alpha for a contradiction as for support (A1's ID CV,
+    mid-level, printed 'contradicts' at q 0.084); a one-sided p tests the claimed direction
+    only, so there the interval alone decides against the claim, and the verdict says so."""
+    from scaleinv_utils.stats import verdict
+    assert verdict(-0.3, -0.5, -0.1, 0.08).verdict == "inconclusive"      # two-sided, q > alpha
+    assert verdict(-0.3, -0.5, -0.1, 0.01).verdict == "contradicts"
+    assert verdict(0.37, 0.03, 0.65, 0.084, direction="less").verdict == "inconclusive"
+    assert verdict(0.3, 0.1, 0.5, 0.2).verdict == verdict(-0.3, -0.5, -0.1, 0.2).verdict
+    # one-sided in the claimed direction: p is ~1 when the estimate is opposite
+    one = verdict(-0.3, -0.5, -0.1, 1.0, sided="one-sided", p_label="q")
+    assert one.verdict == "contradicts" and "q = 1 (one-sided, greater)" in str(one)
+    assert verdict(0.3, 0.1, 0.5, 0.2, sided="one-sided").verdict == "inconclusive"
+    assert verdict(0.3, 0.1, 0.5, 0.01, sided="one-sided").verdict == "supports"
+    assert "one-sided" not in str(verdict(0.3, 0.1, 0.5, 0.01))
+    with pytest.raises(ValueError, match="sided must be 'two-sided' or 'one-sided'"):
+        verdict(0.3, 0.1, 0.5, 0.01, sided="greater")
+
+
 def test_verdict_names_a_corrected_p_value_q():
     # a BH q-value printed as "p" reads as the raw p-value in the table beside it
     from scaleinv_utils.stats import verdict
