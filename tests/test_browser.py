@@ -277,8 +277,8 @@ def synthetic_layouts(tmp_path_factory):
     fig.savefig(site / "stamp.png")
     plt.close(fig)
     (site / "scaleinv.css").write_text((ROOT / "book" / "_static" / "scaleinv.css").read_text())
-    # Headers without a break opportunity; values of numbers and words (never split).
-    columns = [f"a_rather_long_column_name_{i}" for i in range(16)]
+    # Headers of several words (broken between words only); values of numbers and words.
+    columns = [f"a rather long column name {i}" for i in range(16)]
     # Inline code as Sphinx writes it (basic.css keeps span.pre on one line).
     identifier = "su.alignment.alignment_table(features, subset, encoding=True)." * 3
     cells = dict(header="".join(f"<th>{c}</th>" for c in columns),
