@@ -82,8 +82,22 @@ def test_the_build_executed_every_chapter():
         if os.environ.get("SCALEINV_REQUIRE_BOOK"):
             pytest.fail("the book was not built: run `make book`")
         pytest.skip("book not built (run `make book`)")
-    chapters = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    chapters = set(CHAPTERS)
     assert chapters <= {p.stem for p in executed_notebooks()}, "some chapters were not executed"
+
+
+#: The chapters, by notebook stem.
+CHAPTERS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+
+
+def executed_cells(chapter):
+    """The cells of a chapter as the build executed it (fails or skips when not built)."""
+    path = EXECUTED / "notebooks" / f"{chapter}.ipynb"
+    if not path.exists():
+        if os.environ.get("SCALEINV_REQUIRE_BOOK"):
+            pytest.fail(f"{path} missing: run `make book`")
+        pytest.skip("book not built (run `make book`)")
+    return json.loads(path.read_text())["cells"]
 
 
 # A code cell that draws a figure (the chapters draw with pyplot and with scaleinv_utils.plotting).
@@ -100,16 +114,11 @@ def figureless_drawing_cells(cells):
 
 
 @pytest.mark.book
-@pytest.mark.parametrize("chapter", sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")))
+@pytest.mark.parametrize("chapter", CHAPTERS)
 def test_executed_chapter_shows_its_figures(chapter):
     """Every cell that draws shows its figure (a kernel left on Agg shows none: the book
     then had no figure at all, and no other check noticed)."""
-    path = EXECUTED / "notebooks" / f"{chapter}.ipynb"
-    if not path.exists():
-        if os.environ.get("SCALEINV_REQUIRE_BOOK"):
-            pytest.fail(f"{path} missing: run `make book`")
-        pytest.skip("book not built (run `make book`)")
-    cells = json.loads(path.read_text())["cells"]
+    cells = executed_cells(chapter)
     figures = sum(PNG in output.get("data", {}) for cell in cells for output in cell.get("outputs", []))
     missing = figureless_drawing_cells(cells)
     assert figures and not missing, (
@@ -118,14 +127,9 @@ def test_executed_chapter_shows_its_figures(chapter):
 
 
 @pytest.mark.book
-@pytest.mark.parametrize("chapter", sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")))
+@pytest.mark.parametrize("chapter", CHAPTERS)
 def test_executed_chapter_shows_no_stray_output(chapter):
-    path = EXECUTED / "notebooks" / f"{chapter}.ipynb"
-    if not path.exists():
-        if os.environ.get("SCALEINV_REQUIRE_BOOK"):
-            pytest.fail(f"{path} missing: run `make book`")
-        pytest.skip("book not built (run `make book`)")
-    found = problems(json.loads(path.read_text())["cells"])
+    found = problems(executed_cells(chapter))
     assert not found, f"{chapter} shows a reader:\n" + "\n".join(
         f"  cell {i}: {what}: {excerpt[:200]}" for i, what, excerpt in found)
 
@@ -148,14 +152,9 @@ def split_prints(cells):
 
 
 @pytest.mark.book
-@pytest.mark.parametrize("chapter", sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")))
+@pytest.mark.parametrize("chapter", CHAPTERS)
 def test_executed_chapter_prints_each_run_in_one_box(chapter):
-    path = EXECUTED / "notebooks" / f"{chapter}.ipynb"
-    if not path.exists():
-        if os.environ.get("SCALEINV_REQUIRE_BOOK"):
-            pytest.fail(f"{path} missing: run `make book`")
-        pytest.skip("book not built (run `make book`)")
-    found = split_prints(json.loads(path.read_text())["cells"])
+    found = split_prints(executed_cells(chapter))
     assert not found, f"{chapter}: printing split over several boxes:\n" + "\n".join(
         f"  cell {i}: {excerpt!r}" for i, excerpt in found)
 
