@@ -35,7 +35,7 @@ def test_zoo_matches_epochs_not_steps():
     """A smaller training set means less data, not more repetition of the same images."""
     specs = [M.zoo.spec(n) for n in M.zoo.names("clip", trained=True)]
     for s in specs:
-        assert s.steps * M.demo_models.BATCH_SIZE / s.n_train_images == pytest.approx(
+        assert s.steps * s.batch_size / s.n_train_images == pytest.approx(
             M.zoo.EPOCHS, rel=0.07)
     sizes = sorted({s.n_train_images for s in specs})
     assert len(sizes) >= 4 and sizes[-1] / sizes[0] >= 8
@@ -328,6 +328,31 @@ def test_each_architecture_learns_and_reloads_to_identical_features(name, tmp_pa
     np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
+def test_colour_pair_batches_hold_two_colours_half_each():
+    from scaleinv_utils.models.training import batch_indices
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 8, size=1000)
+    seen = set()
+    for _ in range(50):
+        idx = batch_indices("colour-pair", colours, 64, rng)
+        assert len(idx) == 64 and len(set(idx.tolist())) == 64
+        values, counts = np.unique(colours[idx], return_counts=True)
+        assert len(values) == 2 and counts.tolist() == [32, 32]
+        seen.add(tuple(values))
+    assert len(seen) > 10  # every pair of colours gets its turn, not one fixed pair
+    # a colour too rare to fill its half: the rest comes from other images, still distinct
+    rare = np.r_[np.zeros(5, int), np.ones(200, int)]
+    idx = batch_indices("colour-pair", rare, 64, np.random.default_rng(1))
+    assert len(set(idx.tolist())) == 64 and np.sum(rare[idx] == 0) == 5
+    # uniform batches mix the colours
+    idx = batch_indices("uniform", colours, 64, rng)
+    assert len(np.unique(colours[idx])) > 4 and len(set(idx.tolist())) == 64
+    with pytest.raises(ValueError, match="sampler must be 'uniform' or 'colour-pair', got 'pairs'"):
+        batch_indices("pairs", colours, 64, rng)
+    with pytest.raises(ValueError, match="size must be between 1 and the 1000 training images"):
+        batch_indices("uniform", colours, 2000, rng)
+
+
 def test_training_command_resumes_and_refuses_random_inits(tmp_path, demo_world):
     with pytest.raises(KeyError, match="Unknown model 'demo-random-clip-s0'"):
         M.train_demo_models(tmp_path, models=["demo-random-clip-s0"], subset=demo_world)
@@ -360,6 +385,8 @@ def test_shipped_zoo_is_complete_and_small(demo_world):
     for name, entry in record["models"].items():
         spec = M.zoo.spec(name)
         assert entry["n_train_images"] == spec.n_train_images and entry["seed"] == spec.seed
+        assert entry["batch_size"] == spec.batch_size  # trained with the zoo's recipe
+        assert entry.get("sampler", "uniform") == spec.sampler
         assert entry["epochs"] == pytest.approx(M.zoo.EPOCHS, rel=0.07)
         assert "note" not in entry  # no test-run weights shipped
         assert 0 < entry["final_loss"] < 10, (name, entry["final_loss"])  # none diverged

@@ -18,12 +18,11 @@ import numpy as np
 
 from . import zoo
 
-__all__ = ["WordTokenizer", "DEMO_ARCHITECTURE", "VISION_ATTRIBUTES", "BATCH_SIZE",
+__all__ = ["WordTokenizer", "DEMO_ARCHITECTURE", "VISION_ATTRIBUTES",
            "demo_weights_dir", "read_weights_json", "demo_corpus", "build_demo_module",
            "WEIGHTS_JSON"]
 
 WEIGHTS_JSON = "demo_models.json"
-BATCH_SIZE = 128
 
 #: The demo architectures' shared sizes (open_clip config fields). Small enough that
 #: the whole zoo trains in about an hour on 2 CPU cores and ships in a few MB.

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from . import zoo
-from .demo_models import (BATCH_SIZE, DEMO_ARCHITECTURE, WEIGHTS_JSON, WordTokenizer,
+from .demo_models import (DEMO_ARCHITECTURE, WEIGHTS_JSON, WordTokenizer,
                           build_demo_module, cosine_lr, demo_corpus, demo_weights_dir,
                           read_weights_json)
 
-__all__ = ["train_demo_models", "train_one", "LEARNING_RATE"]
+__all__ = ["train_demo_models", "train_one", "batch_indices", "LEARNING_RATE"]
 
 LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 0.05
@@ -78,7 +78,7 @@ def _setup(subset, lr, epochs):
     setup = {
         "architecture": json.loads(json.dumps(DEMO_ARCHITECTURE)),
         "tokenizer": tokenizer.to_dict(), "label_names": corpus["label_names"],
-        "lr": lr, "epochs": epochs, "batch_size": BATCH_SIZE, "weight_decay": WEIGHT_DECAY,
+        "lr": lr, "epochs": epochs, "weight_decay": WEIGHT_DECAY,
         "corpus": {"seed": zoo.CORPUS_SEED, "n_images": len(corpus["images"]),
                    "sha256": _digest(corpus["images"], corpus["captions"])},
     }
@@ -111,6 +111,50 @@ def _as_loaded(module, architecture, tokenizer, setup, name="training"):
                        image_size=arch["vision"]["image_size"],
                        image_mean=tuple(arch["image_mean"]), image_std=tuple(arch["image_std"]),
                        adapter=adapter, extra={"label_names": setup["label_names"]})
+
+
+def batch_indices(sampler, colours, size, rng):
+    """The training-set indices of one batch.
+
+    Parameters
+    ----------
+    sampler : {"uniform", "colour-pair"}
+        ``"uniform"``: ``size`` distinct images of the training set. ``"colour-pair"``:
+        two colours of the main object drawn at random, half the batch from each (hard
+        negatives for a contrastive loss: colour cannot tell these pairs apart); when a
+        colour has too few images, the rest of the batch is filled from any other images.
+    colours : array of int, shape (n_images,)
+        The main object's colour of each training image.
+    size : int
+        Images per batch, at most ``n_images``.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    idx : array of int, shape (size,)
+        Distinct indices.
+    """
+    colours = np.asarray(colours)
+    n = len(colours)
+    if not 1 <= size <= n:
+        raise ValueError(f"size must be between 1 and the {n} training images, got {size}.")
+    if sampler == "uniform":
+        return rng.choice(n, size=size, replace=False)
+    if sampler != "colour-pair":
+        raise ValueError(f"sampler must be 'uniform' or 'colour-pair', got {sampler!r}.")
+    values = np.unique(colours)
+    if len(values) < 2:
+        return rng.choice(n, size=size, replace=False)
+    pair = rng.choice(values, size=2, replace=False)
+    parts = []
+    for colour, k in zip(pair, (size // 2, size - size // 2)):
+        pool = np.flatnonzero(colours == colour)
+        parts.append(rng.choice(pool, size=min(k, len(pool)), replace=False))
+    idx = np.concatenate(parts)
+    if len(idx) < size:
+        rest = np.setdiff1d(np.arange(n), idx)
+        idx = np.concatenate([idx, rng.choice(rest, size=size - len(idx), replace=False)])
+    return idx
 
 
 def _loss(module, architecture, x, tokens, labels, coca_loss):
@@ -171,7 +215,8 @@ def train_one(name, subset, *, setup, corpus, tokenizer, epochs_override=None,
     if n > len(corpus["images"]):
         raise ValueError(f"n_train_images={n} exceeds the corpus ({len(corpus['images'])} images).")
     epochs = setup["epochs"] if epochs_override is None else epochs_override
-    steps = max(1, int(math.ceil(epochs * n / BATCH_SIZE)))
+    b = min(spec.batch_size, n)
+    steps = max(1, int(math.ceil(epochs * n / b)))
     proto = _as_loaded(None, spec.architecture, tokenizer, setup)
     with torch.no_grad():
         images = torch.cat([proto.preprocess_images(corpus["images"][i:i + 1024])
@@ -185,14 +230,14 @@ def train_one(name, subset, *, setup, corpus, tokenizer, epochs_override=None,
                              pad_id=WordTokenizer.PAD)
     opt = torch.optim.AdamW(module.parameters(), lr=setup["lr"], weight_decay=WEIGHT_DECAY)
     rng = np.random.default_rng(1000 + spec.seed)
-    b = min(BATCH_SIZE, n)
+    colours = labels["colour"].numpy()
     eval_at = set(np.unique(np.linspace(0, steps, CURVE_POINTS + 1).round().astype(int))[1:])
     curve, losses, t0 = [], [], time.time()
     module.train()
     for step in tqdm(range(steps), desc=name, disable=not progress, mininterval=5):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, steps, setup["lr"], max(1, steps // 20))
-        idx = rng.choice(n, size=b, replace=False)
+        idx = batch_indices(spec.sampler, colours, b, rng)
         which = rng.integers(0, tokens.shape[1], size=b)
         loss = _loss(module, spec.architecture, images[idx], tokens[idx, which],
                      {a: v[idx] for a, v in labels.items()}, coca_loss)
@@ -215,6 +260,7 @@ def train_one(name, subset, *, setup, corpus, tokenizer, epochs_override=None,
     record = {
         "architecture": spec.architecture, "seed": spec.seed, "n_train_images": n,
         "epochs": round(steps * b / n, 3), "steps": steps, "batch_size": b,
+        "sampler": spec.sampler,
         "samples_seen": steps * b, "final_loss": round(float(np.mean(losses[-max(1, steps // 20):])), 4),
         "train_seconds": round(time.time() - t0, 1),
         "n_params_millions": round(sum(p.numel() for p in module.parameters()) / 1e6, 4),
@@ -295,7 +341,8 @@ def train_demo_models(out=None, *, models=None, lr=LEARNING_RATE, epochs=None,
     """Train the demo zoo (or part of it) and write weights plus the JSON record.
 
     Resumable: a model whose record (same set-up: architecture, tokenizer, corpus,
-    learning rate, epochs) and weights file are present is skipped unless ``retrain``.
+    learning rate, epochs; same batch size and sampler as its zoo spec) and weights file
+    are present is skipped unless ``retrain``.
 
     Parameters
     ----------
@@ -406,5 +453,11 @@ def write_bars(out, subset):
 
 
 def _complete(record, out, name):
+    """Whether ``name``'s weights and metrics are present, trained with its current recipe."""
     entry = record.get("models", {}).get(name)
-    return bool(entry and entry.get("metrics") and (out / entry["file"]).is_file())
+    if not (entry and entry.get("metrics") and (out / entry["file"]).is_file()):
+        return False
+    spec = zoo.spec(name)
+    # records written before the sampler was recorded drew uniform batches
+    return (entry.get("batch_size") == min(spec.batch_size, spec.n_train_images)
+            and entry.get("sampler", "uniform") == spec.sampler)
