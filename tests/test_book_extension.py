@@ -41,6 +41,26 @@ def test_author_year_labels():
     assert list(style.format_labels(twins)) == ["Yu et al. 2025a", "Yu et al. 2025b"]
 
 
+def test_bibliography_sorts_by_first_author_then_year():
+    """As the labels read: "Yu et al. 2025" before "Yu et al. 2026", whatever the co-authors."""
+    style = scaleinv_book.FirstAuthorYearSortingStyle()
+    entries = [_entry(["Yu, Junjie", "Ma, Wenxiao"], "2026"), _entry(["Yu, Junjie", "others"], "2025"),
+               _entry(["Allen, E."], "2022"), _entry(["Yu, Jiahui", "Wang, Z."], "2022")]
+    years = [(e.persons["author"][0].last_names[0], e.fields["year"]) for e in style.sort(entries)]
+    assert years == [("Allen", "2022"), ("Yu", "2022"), ("Yu", "2025"), ("Yu", "2026")]
+
+
+def test_identifiers_in_tables_break_between_the_parts_of_a_name():
+    cut = scaleinv_book.identifier_break_points
+    # the space after the comma is a break the browser takes anyway
+    assert cut("alignment.alignment_table(..., encoding=True)") == [
+        "alignment.", "alignment_", "table(..., encoding=True)"]
+    assert cut("f(a,b)") == ["f(", "a,", "b)"]
+    assert cut("su.record") == ["su.", "record"]
+    assert cut("verdict") == ["verdict"]
+    assert "".join(cut("a.b_c(d, e)")) == "a.b_c(d, e)"
+
+
 def _cited(authors, full=False):
     style = scaleinv_book.AuthorYearEtAlReferenceStyle()
     node = style.person.author_or_editor_or_title(full=full)

@@ -33,6 +33,7 @@ from pybtex.plugin import register_plugin
 from pybtex.richtext import Tag, Text
 from pybtex.style.formatting.unsrt import Style as UnsrtStyle
 from pybtex.style.labels import BaseLabelStyle
+from pybtex.style.sorting.author_year_title import SortingStyle as AuthorYearTitleSortingStyle
 from pybtex.style.template import FieldIsMissing
 from sphinxcontrib.bibtex.plugin import register_plugin as register_bibtex_plugin
 from sphinxcontrib.bibtex.style.referencing import PersonStyle
@@ -94,9 +95,23 @@ class AuthorYearLabelStyle(BaseLabelStyle):
             yield label
 
 
+class FirstAuthorYearSortingStyle(AuthorYearTitleSortingStyle):
+    """Sorted as the labels read: first author, then year, then the other authors.
+
+    pybtex's ``author_year_title`` compares whole author lists, so "Yu, Junjie and Ma, ..."
+    (2026) came before "Yu, Junjie and others" (2025): "Yu et al. 2026" above "Yu et al. 2025".
+    """
+
+    def sorting_key(self, entry):
+        persons = entry.persons.get("author") or entry.persons.get("editor") or []
+        first = self.person_key(persons[0]) if persons else ""
+        rest = self.persons_key(persons[1:])
+        return (first, entry.fields.get("year", ""), rest, entry.fields.get("title", ""))
+
+
 class AuthorYearStyle(UnsrtStyle):
     default_label_style = "authoryear"
-    default_sorting_style = "author_year_title"
+    default_sorting_style = "first_author_year"
 
 
 @node
@@ -153,16 +168,53 @@ def _kernel_profile(ipython_dir):
     return ipython_dir
 
 
+#: Where a code identifier in a table may break: after a dot, an underscore, an opening
+#: parenthesis or a comma (``alignment.<wbr>alignment_<wbr>table(``), never inside a name.
+_IDENTIFIER_BREAK = re.compile(r"(?<=[._(,])(?=[^\s.,)])")
+
+
+def identifier_break_points(text):
+    """``text`` cut where a code identifier may wrap (see :data:`_IDENTIFIER_BREAK`)."""
+    cuts = [m.start() for m in _IDENTIFIER_BREAK.finditer(text)]
+    return [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+
+
+def break_identifiers_in_tables(app, doctree, docname):
+    """Let inline code in tables wrap between the parts of a name, not inside them.
+
+    The browser otherwise has only two choices for a long identifier in a narrow column:
+    overflow the page, or (CSS ``overflow-wrap: anywhere``) break it mid-word
+    ("ali/gnment"). A ``<wbr>`` after each dot or underscore gives it the right places."""
+    from docutils import nodes
+    if app.builder.format != "html":
+        return
+    for table in doctree.findall(nodes.table):
+        for literal in list(table.findall(nodes.literal)):
+            text = literal.astext()
+            parts = identifier_break_points(text)
+            if len(parts) < 2:
+                continue
+            children = []
+            for i, part in enumerate(parts):
+                if i:
+                    children.append(nodes.raw("", "<wbr>", format="html"))
+                children.append(nodes.Text(part))
+            literal.children = []
+            literal.extend(children)
+
+
 def setup(app):
     os.environ.setdefault("SCALEINV_PROGRESS", "0")
     os.environ.setdefault("MATPLOTLIBRC", str(Path(__file__).with_name("matplotlibrc")))
     os.environ["MPLBACKEND"] = INLINE_BACKEND  # not setdefault: an inherited Agg hides figures
     os.environ["IPYTHONDIR"] = str(_kernel_profile(Path(app.outdir).parent / "ipython"))
     register_plugin("pybtex.style.labels", "authoryear", AuthorYearLabelStyle)
+    register_plugin("pybtex.style.sorting", "first_author_year", FirstAuthorYearSortingStyle)
     register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
     # sphinxcontrib-bibtex keeps its referencing styles in a registry of its own
     register_bibtex_plugin("sphinxcontrib.bibtex.style.referencing", "author_year_etal",
                            AuthorYearEtAlReferenceStyle)
     # After Sphinx's own numbering (TocTreeCollector, priority 500).
     app.connect("env-get-updated", number_exercises_per_chapter, priority=900)
+    app.connect("doctree-resolved", break_identifiers_in_tables)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
