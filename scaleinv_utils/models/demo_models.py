@@ -51,11 +51,18 @@ def demo_weights_dir():
 
 
 def read_weights_json(weights_dir=None):
-    """The zoo's training record (``demo_models.json``), or None when absent."""
+    """The zoo's training record (``demo_models.json``), or None when absent.
+
+    A model recorded before the batch sampler was part of its record drew uniform batches
+    (the only sampler then); its entry reads ``"sampler": "uniform"``.
+    """
     path = Path(weights_dir or demo_weights_dir()) / WEIGHTS_JSON
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    record = json.loads(path.read_text())
+    for entry in record.get("models", {}).values():
+        entry.setdefault("sampler", "uniform")
+    return record
 
 
 # ---------------------------------------------------------------------------

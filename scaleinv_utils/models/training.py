@@ -458,6 +458,5 @@ def _complete(record, out, name):
     if not (entry and entry.get("metrics") and (out / entry["file"]).is_file()):
         return False
     spec = zoo.spec(name)
-    # records written before the sampler was recorded drew uniform batches
     return (entry.get("batch_size") == min(spec.batch_size, spec.n_train_images)
-            and entry.get("sampler", "uniform") == spec.sampler)
+            and entry["sampler"] == spec.sampler)
