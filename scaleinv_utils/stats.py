@@ -749,8 +749,40 @@ class Verdict:
         if self.pvalue is not None and self.sided == "one-sided":
             p += f" (one-sided, {self.direction})"
         head = f"{self.claim}: " if self.claim else ""
-        return (f"{head}{self.verdict} (estimate {self.estimate:.3g}, interval "
-                f"[{self.low:.3g}, {self.high:.3g}]{p}; null value {self.null_value:.3g})")
+        est, low, high = _distinct_numbers([self.estimate, self.low, self.high])
+        return (f"{head}{self.verdict} (estimate {est}, interval [{low}, {high}]{p}; "
+                f"null value {self.null_value:.3g})")
+
+
+def _distinct_numbers(values, digits=3, max_digits=6):
+    """Format numbers to as few significant digits as tell the different ones apart.
+
+    An interval [1.078, 1.085] printed to 3 digits reads [1.08, 1.08]; here it gets 4.
+    Numbers of ``10 ** digits`` or more print whole, not in scientific notation.
+
+    Parameters
+    ----------
+    values : sequence of float
+    digits : int
+        Fewest significant digits.
+    max_digits : int
+        Most significant digits (values equal to this precision print alike).
+
+    Returns
+    -------
+    texts : list of str
+    """
+    values = [float(v) for v in values]
+
+    def fmt(v, d):
+        return f"{v:.0f}" if np.isfinite(v) and abs(v) >= 10 ** d else f"{v:.{d}g}"
+
+    distinct = len(set(values))
+    for d in range(digits, max_digits + 1):
+        texts = [fmt(v, d) for v in values]
+        if len(set(texts)) == distinct:
+            break
+    return texts
 
 
 def verdict(estimate, low, high, pvalue=None, *, null_value=0.0, direction="greater", alpha=0.05,

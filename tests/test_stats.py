@@ -380,3 +380,15 @@ def test_across_models_verdict_labels_an_override_as_q():
                         random_state=0)
     assert ", p = " in str(res.verdict())
     assert ", q = 0.02;" in str(res.verdict(pvalue=0.02))
+
+
+def test_verdict_prints_an_interval_whose_ends_differ():
+    """[1.078, 1.085] printed to 3 digits read [1.08, 1.08] (chapter 7's B2 line)."""
+    v = st.verdict(1.0813, 1.078, 1.085, 0.005, null_value=1.0)
+    assert "estimate 1.081, interval [1.078, 1.085]" in str(v)
+    assert "estimate 0.61, interval [0.5, 0.7]" in str(st.verdict(0.61, 0.5, 0.7, 0.01))
+    # large slopes print whole, not as -2.23e+04
+    assert "interval [-22347, 1550]" in str(st.verdict(-105.0, -22347.2, 1550.4, 0.9))
+    # equal numbers stay equal; the search stops at max_digits
+    assert st._distinct_numbers([0.5, 0.5, 0.7]) == ["0.5", "0.5", "0.7"]
+    assert st._distinct_numbers([1.0, 1.0 + 1e-12]) == ["1", "1"]
