@@ -386,6 +386,7 @@ def test_shipped_zoo_is_complete_and_small(demo_world):
         spec = M.zoo.spec(name)
         assert entry["n_train_images"] == spec.n_train_images and entry["seed"] == spec.seed
         assert entry["batch_size"] == spec.batch_size  # trained with the zoo's recipe
+        assert entry["steps"] == spec.steps
         assert entry["sampler"] == spec.sampler
         assert entry["epochs"] == pytest.approx(M.zoo.EPOCHS, rel=0.07)
         assert "note" not in entry  # no test-run weights shipped

@@ -458,5 +458,4 @@ def _complete(record, out, name):
     if not (entry and entry.get("metrics") and (out / entry["file"]).is_file()):
         return False
     spec = zoo.spec(name)
-    return (entry.get("batch_size") == min(spec.batch_size, spec.n_train_images)
-            and entry["sampler"] == spec.sampler)
+    return entry.get("batch_size") == spec.batch_size and entry["sampler"] == spec.sampler

@@ -79,12 +79,10 @@ class ZooSpec:
         return SAMPLERS[self.architecture]
 
     @property
-    def steps_per_epoch(self):
-        return -(-self.n_train_images // self.batch_size)
-
-    @property
     def steps(self):
-        return EPOCHS * self.steps_per_epoch if self.trained else 0
+        """Training steps: :data:`EPOCHS` passes over the training set, the last batch full
+        (as :func:`~scaleinv_utils.models.training.train_one` counts them)."""
+        return -(-EPOCHS * self.n_train_images // self.batch_size) if self.trained else 0
 
 
 def _build():
