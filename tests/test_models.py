@@ -360,6 +360,37 @@ def test_training_command_resumes_and_refuses_random_inits(tmp_path, demo_world)
         M.train_demo_models(tmp_path, models=["demo-clip-3k-s0"], subset=demo_world)
 
 
+def test_a_worker_trains_from_its_process_set_up(tmp_path, demo_world, training_setup,
+                                                 monkeypatch):
+    """``--jobs 2`` workers build the corpus once per process (:func:`_init_worker`), then
+    train each job from that state."""
+    from scaleinv_utils.models import training
+    monkeypatch.setattr(training, "_WORKER_STATE",
+                        {"subset": demo_world, "setup": training_setup})
+    name, entry = training._worker(("demo-clip-1k-s0", str(tmp_path), 0.1, 1))
+    assert name == "demo-clip-1k-s0" and entry["steps"] == 2 and "test run" in entry["note"]
+    assert set(entry["metrics"]) >= {"zero_shot_accuracy", "top5"}
+    assert (tmp_path / entry["file"]).exists()
+    assert M.read_weights_json(tmp_path)["models"][name]["sha256"] == entry["sha256"]
+
+
+def test_training_cost_model_matches_the_recorded_times():
+    """Jobs start longest first by :func:`_expected_cost`; its per-image costs must agree
+    with the shipped records' training times, or parallel jobs end apart."""
+    from scaleinv_utils.models import training
+    models = _shipped()["models"]
+    ratio = {}
+    for name, entry in models.items():
+        arch = M.zoo.spec(name).architecture
+        ratio.setdefault(arch, []).append(entry["train_seconds"] / training._expected_cost(name))
+    per_arch = {a: float(np.median(r)) for a, r in ratio.items()}
+    assert max(per_arch.values()) / min(per_arch.values()) < 1.2, per_arch
+    order = sorted(models, key=lambda m: -training._expected_cost(m))
+    seconds = [models[m]["train_seconds"] for m in order]
+    # any model started later than another takes at most 20% longer (seed-to-seed spread)
+    assert all(later <= 1.2 * min(seconds[:i + 1]) for i, later in enumerate(seconds)), seconds
+
+
 def _shipped():
     record = M.read_weights_json()
     if record is None:
