@@ -2215,8 +2215,9 @@ class FusionResult:
     n_boot: int = 0
 
     def table(self, decimals=3):
-        """The numbers as a one-column DataFrame, for display: fractions and p-values
-        rounded to ``decimals``, the AN count an integer."""
+        """The numbers as a one-column DataFrame of text, for display: fractions and
+        p-values with ``decimals`` decimals each (so that a column reads at one precision),
+        the AN count an integer."""
         import pandas as pd
 
         values = {"fused: cross-modal fraction": self.fused,
@@ -2226,7 +2227,7 @@ class FusionResult:
                   "fused, mismatched captions": self.mismatched,
                   "fused - mismatched": self.diff_mismatched,
                   "p (fused > mismatched)": self.pvalue_mismatched}
-        values = {k: round(float(v), decimals) for k, v in values.items()}
+        values = {k: f"{float(v):.{decimals}f}" for k, v in values.items()}
         return pd.Series({**values, "ANs per family": int(self.n_ans)}, dtype=object).to_frame("value")
 
 

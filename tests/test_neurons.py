@@ -683,7 +683,9 @@ def test_fusion_test_finds_planted_fusion_and_not_its_absence(seed):
     assert r_pos.n_ans == 24 and list(r_pos.table().index)[0] == "fused: cross-modal fraction"
     shown = r_pos.table(decimals=2)["value"]
     assert shown["ANs per family"] == 24 and isinstance(shown["ANs per family"], int)
-    assert shown["fused - dual"] == round(r_pos.diff, 2)
+    # one precision down the column: "0.30" beside "0.54", never 0.3 beside 0.54
+    assert shown["fused - dual"] == f"{r_pos.diff:.2f}"
+    assert all(len(v.split(".")[1]) == 2 for k, v in shown.items() if k != "ANs per family")
 
 
 def test_fusion_test_errors():
