@@ -53,7 +53,7 @@ $(VENV)/.browser: $(VENV)/.installed tests/tools/install_browser.sh
 
 test: book $(VENV)/.references $(VENV)/.browser
 	SCALEINV_REQUIRE_BOOK=1 SCALEINV_REQUIRE_REFERENCES=1 SCALEINV_REQUIRE_BROWSER=1 SCALEINV_REQUIRE_COLAB_CHECK=1 \
-	  $(BIN)/python -m pytest -q tests
+	  $(BIN)/python -m pytest -q --durations=15 tests
 
 clean:
 	rm -rf _build
