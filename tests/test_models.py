@@ -369,6 +369,7 @@ def test_a_worker_trains_from_its_process_set_up(tmp_path, demo_world, training_
                         {"subset": demo_world, "setup": training_setup})
     name, entry = training._worker(("demo-clip-1k-s0", str(tmp_path), 0.1, 1))
     assert name == "demo-clip-1k-s0" and entry["steps"] == 2 and "test run" in entry["note"]
+    assert entry["torch_threads"] == 1  # the bits depend on it
     assert set(entry["metrics"]) >= {"zero_shot_accuracy", "top5"}
     assert (tmp_path / entry["file"]).exists()
     assert M.read_weights_json(tmp_path)["models"][name]["sha256"] == entry["sha256"]

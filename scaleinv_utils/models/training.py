@@ -311,11 +311,16 @@ def _update_record(out, setup, context, name=None, entry=None):
 
 def _train_and_save(name, out, subset, setup, context, corpus, tokenizer, epochs_override,
                     progress, threads):
+    import torch
+
     from .loaders import load_model
     from .evaluation import demo_quality
     with _torch_threads(threads):
         module, entry = train_one(name, subset, setup=setup, corpus=corpus, tokenizer=tokenizer,
                                   epochs_override=epochs_override, progress=progress)
+        # the weights' bits depend on torch's thread count (1 and 2 threads differ after a
+        # few steps), so the record says which one made them
+        entry["torch_threads"] = torch.get_num_threads()
         entry["file"] = f"{name}.safetensors"
         entry["sha256"] = save_state(module, out / entry["file"])
         entry["metrics"] = None
